@@ -1,0 +1,25 @@
+//! The platform's vocabulary: ids, the event envelope, event types, topic names and
+//! the Avro codec that puts events on the wire.
+//!
+//! Layout:
+//! - [`ids`]: newtypes for asset, sensor, tenant and event ids;
+//! - [`time`]: event-time timestamps (microseconds since the Unix epoch, UTC);
+//! - [`envelope`]: the header every event carries, and [`Envelope`] pairing it with a payload;
+//! - [`events`]: the event payloads and the [`DomainEvent`] trait that ties each to its schema;
+//! - [`topics`]: every topic name, defined once;
+//! - [`codec`]: the Confluent wire format over schemas loaded from `schemas/`.
+//!
+//! This crate does no I/O and knows nothing of Kafka or PostgreSQL.
+
+pub mod codec;
+pub mod envelope;
+pub mod events;
+pub mod ids;
+pub mod time;
+pub mod topics;
+
+pub use codec::{Codec, CodecError, EmbeddedRegistry, SchemaId, SchemaRegistry};
+pub use envelope::{Envelope, EnvelopeHeader};
+pub use events::{DomainEvent, RejectedReading, SensorReading, ValidatedReading};
+pub use ids::{AssetId, EventId, SensorId, TenantId};
+pub use time::Timestamp;

@@ -1,0 +1,20 @@
+//! Every topic name, defined once. Names carry a version: a breaking schema change is a new
+//! topic, while compatible evolution stays inside one (see `schemas/`).
+
+/// Raw readings as gateways publish them (Avro or JSON).
+pub const READINGS_RAW: &str = "sm.readings.raw.v1";
+/// Readings that passed ingestion, in canonical units.
+pub const READINGS_VALIDATED: &str = "sm.readings.validated.v1";
+/// Dead letters of the readings path: what could not be decoded or failed validation.
+pub const READINGS_REJECTED: &str = "sm.readings.rejected.v1";
+/// Asset and sensor registry (compacted).
+pub const ASSETS: &str = "sm.assets.v1";
+
+/// Every platform topic, with whether it is compacted; `deploy/local` and the services
+/// create these (never broker auto-creation).
+pub const ALL: &[(&str, bool)] = &[
+    (READINGS_RAW, false),
+    (READINGS_VALIDATED, false),
+    (READINGS_REJECTED, false),
+    (ASSETS, true),
+];
