@@ -268,6 +268,12 @@ impl Codec {
 
     /// Confluent-framed Avro bytes of `event`.
     pub fn encode<T: DomainEvent>(&self, event: &Envelope<T>) -> Result<Vec<u8>, CodecError> {
+        self.encode_ref::<T, _>(event)
+    }
+
+    /// As [`Codec::encode`], for anything that serialises like an `Envelope<T>` (e.g. one
+    /// holding borrowed parts).
+    pub fn encode_ref<T: DomainEvent, E: serde::Serialize>(&self, event: &E) -> Result<Vec<u8>, CodecError> {
         let registered = self.registry.writer(T::SCHEMA)?;
         let mut bytes = Vec::with_capacity(160);
         bytes.push(0);

@@ -7,6 +7,8 @@ pub const READINGS_RAW: &str = "sm.readings.raw.v1";
 pub const READINGS_VALIDATED: &str = "sm.readings.validated.v1";
 /// Dead letters of the readings path: what could not be decoded or failed validation.
 pub const READINGS_REJECTED: &str = "sm.readings.rejected.v1";
+/// Output of the pass-through agent (the runtime's reference agent and benchmark).
+pub const READINGS_PASSTHROUGH: &str = "sm.readings.passthrough.v1";
 /// Asset and sensor registry (compacted).
 pub const ASSETS: &str = "sm.assets.v1";
 
@@ -16,5 +18,6 @@ pub const ALL: &[(&str, bool)] = &[
     (READINGS_RAW, false),
     (READINGS_VALIDATED, false),
     (READINGS_REJECTED, false),
+    (READINGS_PASSTHROUGH, false),
     (ASSETS, true),
 ];

@@ -1,1 +1,29 @@
-//! placeholder
+//! The Kafka runtime: the one consume → handle → produce loop every agent runs on.
+//!
+//! Guarantee: **exactly-once** from input topics to output topics. Outputs of a batch and the
+//! batch's input offsets (last processed + 1) are committed in one Kafka transaction
+//! (`send_offsets_to_transaction` with the consumer's group metadata, KIP-447), and inputs are
+//! read with `isolation.level=read_committed`. Any failure before the commit aborts the
+//! transaction and rewinds the consumer to the committed offsets, so the batch is redone and
+//! its first attempt is never visible downstream.
+//!
+//! Layout:
+//! - [`config`]: [`KafkaConfig`], from `SM_KAFKA__*`, and the librdkafka settings it implies;
+//! - [`handler`]: [`Handler`], the seam between an agent and the runtime;
+//! - [`runtime`]: [`Runtime`], the loop itself (batches, transactions, retries, dead letters,
+//!   rebalances, shutdown);
+//! - [`admin`]: topic creation (the platform never relies on broker auto-creation);
+//! - [`trace`]: W3C `traceparent` through Kafka headers;
+//! - [`metrics`]: what the runtime counts, with one name for every agent.
+
+pub mod admin;
+pub mod config;
+pub mod handler;
+pub mod metrics;
+pub mod runtime;
+pub mod trace;
+
+pub use admin::ensure_topics;
+pub use config::KafkaConfig;
+pub use handler::{HandleError, Handler, Outputs, Rejection};
+pub use runtime::{Runtime, RuntimeError, RunSummary};

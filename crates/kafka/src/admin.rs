@@ -1,0 +1,34 @@
+//! Topic creation. Platform topics are created by the project with explicit partition counts
+//! and cleanup policies, never by broker auto-creation.
+
+use crate::KafkaConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// Creates each `(topic, compacted)` that does not exist yet; existing topics are left as
+/// they are.
+pub async fn ensure_topics(config: &KafkaConfig, topics: &[(&str, bool)]) -> Result<(), rdkafka::error::KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, compacted)| {
+            let topic = NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(config.topic_replication_factor));
+            if *compacted { topic.set("cleanup.policy", "compact") } else { topic }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, partitions = config.topic_partitions, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::error!(topic = %name, error = %code, "cannot create topic");
+                });
+            }
+        }
+    }
+    Ok(())
+}

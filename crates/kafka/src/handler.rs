@@ -1,0 +1,132 @@
+//! The one seam between an agent and the runtime. The runtime owns Kafka, transactions,
+//! retries, dead letters and telemetry; the agent owns one decision per input.
+
+use sm_domain::{AssetId, Codec, CodecError, DomainEvent, Envelope, EnvelopeHeader};
+use std::future::Future;
+
+/// An agent's logic.
+pub trait Handler: Send + 'static {
+    /// Decoded input (e.g. `SensorReading`); undecodable bytes never reach the handler, they
+    /// go to the dead-letter topic.
+    type Input: DomainEvent;
+
+    /// Called once per input, in partition order. Outputs join the same Kafka transaction as
+    /// this input's offset. May be called again with the same input after a transient error
+    /// or after an aborted transaction: state changes must be safe to redo (or be derived
+    /// from the inputs alone).
+    fn handle(&mut self, input: &Envelope<Self::Input>) -> impl Future<Output = Result<Outputs, HandleError>> + Send;
+}
+
+/// Why a handler refused an input: it goes to the dead-letter topic and the partition moves on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable, low-cardinality code (`unknown_sensor`, `out_of_range`, ...): a metric label.
+    pub reason_code: &'static str,
+    /// What exactly was wrong, for the person reading the dead letter.
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(reason_code: &'static str, detail: impl Into<String>) -> Self {
+        Self { reason_code, detail: detail.into() }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason_code, self.detail)
+    }
+}
+
+/// Boxed source of a transient error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A handler failure.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The input is bad: dead-lettered, never retried.
+    #[error("rejected: {0}")]
+    Rejected(Rejection),
+    /// Something outside the input failed (database, cache): retried with capped backoff;
+    /// the input is never skipped.
+    #[error("transient: {0}")]
+    Transient(#[source] BoxError),
+}
+
+impl From<Rejection> for HandleError {
+    fn from(rejection: Rejection) -> Self {
+        HandleError::Rejected(rejection)
+    }
+}
+
+/// Events a handler emits for one input. The runtime wraps each payload in an envelope
+/// caused by the input (same correlation, tenant, event time), keys it by asset id and adds
+/// `traceparent`.
+#[derive(Default)]
+pub struct Outputs {
+    pub(crate) items: Vec<(&'static str, Box<dyn PendingOutput>)>,
+}
+
+impl Outputs {
+    /// No output (the input is consumed and its offset committed).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// One event to `topic`.
+    pub fn one<T: DomainEvent>(topic: &'static str, payload: T) -> Self {
+        let mut outputs = Self::default();
+        outputs.push(topic, payload);
+        outputs
+    }
+
+    /// Adds an event about the input's asset.
+    pub fn push<T: DomainEvent>(&mut self, topic: &'static str, payload: T) {
+        self.items.push((topic, Box::new(Pending { payload, asset_id: None })));
+    }
+
+    /// Adds an event about another asset than the input's.
+    pub fn push_for_asset<T: DomainEvent>(&mut self, topic: &'static str, asset_id: AssetId, payload: T) {
+        self.items.push((topic, Box::new(Pending { payload, asset_id: Some(asset_id) })));
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// A payload waiting for its envelope; erases the event type so one output list can hold
+/// several.
+pub(crate) trait PendingOutput: Send {
+    /// Key and encoded bytes of the event caused by `cause`.
+    fn encode(&self, cause: &EnvelopeHeader, producer: &str, codec: &Codec) -> Result<(AssetId, Vec<u8>), CodecError>;
+}
+
+struct Pending<T> {
+    payload: T,
+    asset_id: Option<AssetId>,
+}
+
+impl<T: DomainEvent> PendingOutput for Pending<T> {
+    fn encode(&self, cause: &EnvelopeHeader, producer: &str, codec: &Codec) -> Result<(AssetId, Vec<u8>), CodecError> {
+        let mut header = cause.caused_by(T::EVENT_TYPE, producer);
+        if let Some(asset_id) = &self.asset_id {
+            header.asset_id = asset_id.clone();
+        }
+        // Serialising from a borrowed payload keeps retries and re-encodes allocation-free.
+        let event = EnvelopeRef { header: &header, payload: &self.payload };
+        let bytes = codec.encode_ref::<T, _>(&event)?;
+        Ok((header.asset_id, bytes))
+    }
+}
+
+/// `Envelope` with borrowed parts; serialises exactly like [`Envelope`].
+#[derive(serde::Serialize)]
+pub(crate) struct EnvelopeRef<'a, T> {
+    pub header: &'a EnvelopeHeader,
+    pub payload: &'a T,
+}

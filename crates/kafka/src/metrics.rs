@@ -1,0 +1,106 @@
+//! What the runtime measures. One name for every agent, with an `agent` label, so a
+//! dashboard can sum or compare agents. Each method logs and counts together.
+
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+use std::sync::OnceLock;
+
+struct Families {
+    consumed: IntCounterVec,
+    produced: IntCounterVec,
+    rejected: IntCounterVec,
+    retried: IntCounterVec,
+    transactions: IntCounterVec,
+    handle_seconds: HistogramVec,
+    lag: IntGaugeVec,
+}
+
+fn families() -> &'static Families {
+    static FAMILIES: OnceLock<Families> = OnceLock::new();
+    FAMILIES.get_or_init(|| {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(prometheus::Opts::new(name, help), labels).expect("valid metric");
+            let _ = prometheus::register(Box::new(vec.clone()));
+            vec
+        };
+        let handle_seconds = HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "sm_runtime_handle_duration_seconds",
+                "Time from receiving a record to having its outputs queued",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_01, 3.0, 12).expect("valid buckets")),
+            &["agent"],
+        )
+        .expect("valid metric");
+        let _ = prometheus::register(Box::new(handle_seconds.clone()));
+        let lag = IntGaugeVec::new(
+            prometheus::Opts::new("sm_runtime_consumer_lag_records", "Records behind the partition's end"),
+            &["agent", "topic", "partition"],
+        )
+        .expect("valid metric");
+        let _ = prometheus::register(Box::new(lag.clone()));
+        Families {
+            consumed: counter("sm_runtime_consumed_total", "Records consumed", &["agent", "topic"]),
+            produced: counter("sm_runtime_produced_total", "Records produced (committed or not)", &["agent", "topic"]),
+            rejected: counter(
+                "sm_runtime_rejected_total",
+                "Records sent to the dead-letter topic",
+                &["agent", "topic", "reason_code"],
+            ),
+            retried: counter("sm_runtime_retried_total", "Transient handler errors retried", &["agent"]),
+            transactions: counter("sm_runtime_transactions_total", "Kafka transactions by outcome", &["agent", "outcome"]),
+            handle_seconds,
+            lag,
+        }
+    })
+}
+
+/// The runtime's metrics for one agent.
+#[derive(Clone)]
+pub struct RuntimeMetrics {
+    agent: &'static str,
+    handle_seconds: prometheus::Histogram,
+}
+
+impl RuntimeMetrics {
+    pub fn new(agent: &'static str) -> Self {
+        Self { agent, handle_seconds: families().handle_seconds.with_label_values(&[agent]) }
+    }
+
+    pub fn consumed(&self, topic: &str) {
+        families().consumed.with_label_values(&[self.agent, topic]).inc();
+    }
+
+    pub fn produced(&self, topic: &str) {
+        families().produced.with_label_values(&[self.agent, topic]).inc();
+    }
+
+    pub fn handled(&self, seconds: f64) {
+        self.handle_seconds.observe(seconds);
+    }
+
+    /// A record went to the dead-letter topic: one log line and one count.
+    pub fn rejected(&self, topic: &str, partition: i32, offset: i64, reason_code: &str, detail: &str) {
+        tracing::warn!(topic, partition, offset, reason_code, error = detail, "record dead-lettered");
+        families().rejected.with_label_values(&[self.agent, topic, reason_code]).inc();
+    }
+
+    /// A transient handler error; the record will be tried again.
+    pub fn retried(&self, error: &dyn std::error::Error, backoff_ms: u64) {
+        tracing::warn!(error = %error, backoff_ms, "transient error, retrying record");
+        families().retried.with_label_values(&[self.agent]).inc();
+    }
+
+    pub fn committed(&self) {
+        families().transactions.with_label_values(&[self.agent, "committed"]).inc();
+    }
+
+    /// A transaction was aborted; its records will be processed again.
+    pub fn aborted(&self, reason: &str) {
+        tracing::warn!(reason, "transaction aborted, rewinding to committed offsets");
+        families().transactions.with_label_values(&[self.agent, "aborted"]).inc();
+    }
+
+    pub fn lag(&self, topic: &str, partition: i32, records: i64) {
+        families().lag.with_label_values(&[self.agent, topic, &partition.to_string()]).set(records);
+    }
+}

@@ -1,0 +1,574 @@
+//! The exactly-once loop. One instance consumes the agent's input topics as a member of its
+//! consumer group and runs:
+//!
+//! ```text
+//! recv ─► decode ─► handler ─► produce outputs ┐   (all inside one Kafka transaction)
+//!   │        └ undecodable ─► dead-letter topic ┤
+//!   │                  rejected ─► dead-letter ─┤
+//!   └─ every commit_interval_ms or max_batch_records:
+//!        send_offsets_to_transaction(last processed + 1) + commit_transaction
+//! ```
+//!
+//! Failure rules:
+//! - an abortable transaction error aborts, then seeks every partition of the batch back to
+//!   its committed offset: the batch is redone and the aborted outputs are invisible to
+//!   `read_committed` readers;
+//! - a fatal producer error (e.g. fenced by a newer instance) replaces the producer, whose
+//!   `init_transactions` aborts whatever the old one left open, then rewinds likewise;
+//! - a transient handler error first commits the records done so far, then retries the same
+//!   record with capped exponential backoff, never skipping it;
+//! - a revoked partition aborts a transaction that holds it (KIP-447 fencing would refuse the
+//!   commit anyway), so the next owner starts from the committed offset.
+//!
+//! Memory is bounded by librdkafka's fetch and produce queue limits (see [`KafkaConfig`]) and
+//! by processing one record at a time per instance.
+
+use crate::handler::{HandleError, Handler, Outputs};
+use crate::metrics::RuntimeMetrics;
+use crate::trace::{self, TRACEPARENT, TraceParent};
+use crate::KafkaConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use sm_domain::{AssetId, Codec, DomainEvent, Envelope, EnvelopeHeader, RejectedReading, TenantId, Timestamp};
+use sm_telemetry::Health;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// Transactional calls wait at most this long for the broker.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+/// Errors that stop the runtime. Everything else (bad records, transient handler errors,
+/// aborted transactions) is handled inside the loop.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid kafka configuration: {0}")]
+    Config(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("cannot encode a dead letter: {0}")]
+    Codec(#[from] sm_domain::CodecError),
+    #[error("consumer has no group metadata; is group.id set?")]
+    NoGroupMetadata,
+    #[error("blocking kafka call panicked: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What one run did, for tests, benchmarks and the shutdown log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub consumed: u64,
+    pub produced: u64,
+    pub rejected: u64,
+    pub retried: u64,
+    pub committed_transactions: u64,
+    pub aborted_transactions: u64,
+}
+
+/// An agent's connection to Kafka: which topics it reads, where its dead letters go.
+pub struct Runtime {
+    config: KafkaConfig,
+    agent: &'static str,
+    inputs: Vec<String>,
+    dead_letter_topic: String,
+    codec: Codec,
+    health: Health,
+}
+
+impl Runtime {
+    /// A runtime for `agent` reading `inputs`; records it cannot decode or its handler rejects
+    /// go to `dead_letter_topic`.
+    pub fn new(
+        config: KafkaConfig,
+        agent: &'static str,
+        inputs: &[&str],
+        dead_letter_topic: &str,
+    ) -> Result<Self, RuntimeError> {
+        config.validate().map_err(RuntimeError::Config)?;
+        if inputs.is_empty() {
+            return Err(RuntimeError::Config(format!("agent {agent} has no input topic")));
+        }
+        Ok(Self {
+            config,
+            agent,
+            inputs: inputs.iter().map(|t| (*t).to_owned()).collect(),
+            dead_letter_topic: dead_letter_topic.to_owned(),
+            codec: Codec::embedded()?,
+            health: Health::new(),
+        })
+    }
+
+    /// Reports Kafka readiness on `health` (`/readyz`).
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Runs `handler` until `shutdown` completes, then commits the open transaction and
+    /// leaves the group.
+    pub async fn run<H: Handler>(self, mut handler: H, shutdown: impl Future<Output = ()>) -> Result<RunSummary, RuntimeError> {
+        self.health.set("kafka", false);
+        let metrics = RuntimeMetrics::new(self.agent);
+        let context = RuntimeContext { metrics: metrics.clone(), revoked: Mutex::default() };
+        let group = self.config.group_for(self.agent);
+        let consumer: StreamConsumer<RuntimeContext> = self.config.consumer_config(&group).create_with_context(context)?;
+        let inputs: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
+        consumer.subscribe(&inputs)?;
+        let mut worker = Worker {
+            producer: new_producer(&self.config, self.agent).await?,
+            runtime: &self,
+            metrics,
+            summary: RunSummary::default(),
+            batch: Batch::default(),
+        };
+        self.health.set("kafka", true);
+        tracing::info!(agent = self.agent, group, inputs = ?self.inputs, "runtime started");
+        let mut shutdown = std::pin::pin!(shutdown);
+        let commit_interval = Duration::from_millis(self.config.commit_interval_ms);
+        loop {
+            let received = if worker.batch.open {
+                let deadline = tokio::time::Instant::from_std(worker.batch.started + commit_interval);
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep_until(deadline) => {
+                        worker.commit(&consumer).await?;
+                        continue;
+                    }
+                    received = consumer.recv() => received,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    received = consumer.recv() => received,
+                }
+            };
+            let message = match received {
+                Ok(message) => message,
+                Err(error) => {
+                    // librdkafka reconnects by itself; this is informational.
+                    tracing::warn!(error = %error, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            worker.drop_revoked(&consumer).await?;
+            match worker.process(&consumer, &mut handler, &message, &mut shutdown).await? {
+                Flow::Continue => {}
+                Flow::Rewound => continue,
+                Flow::Shutdown => break,
+            }
+            if worker.batch.records >= self.config.max_batch_records || worker.batch.started.elapsed() >= commit_interval {
+                worker.commit(&consumer).await?;
+            }
+        }
+        worker.drop_revoked(&consumer).await?;
+        worker.commit(&consumer).await?;
+        self.health.set("kafka", false);
+        let summary = worker.summary;
+        tracing::info!(agent = self.agent, ?summary, "runtime stopped");
+        Ok(summary)
+    }
+}
+
+/// What the loop does after a record.
+enum Flow {
+    Continue,
+    /// The transaction was aborted and the consumer rewound: the record comes again.
+    Rewound,
+    Shutdown,
+}
+
+/// The open transaction's input positions.
+struct Batch {
+    open: bool,
+    started: Instant,
+    records: usize,
+    /// Next offset to consume (last processed + 1) per partition.
+    next_offsets: HashMap<(String, i32), i64>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self { open: false, started: Instant::now(), records: 0, next_offsets: HashMap::new() }
+    }
+}
+
+impl Batch {
+    fn done(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.records += 1;
+        match self.next_offsets.get_mut(&(topic.to_owned(), partition)) {
+            Some(next) => *next = offset + 1,
+            None => {
+                self.next_offsets.insert((topic.to_owned(), partition), offset + 1);
+            }
+        }
+    }
+
+    fn offsets(&self) -> Result<TopicPartitionList, KafkaError> {
+        let mut list = TopicPartitionList::with_capacity(self.next_offsets.len());
+        for ((topic, partition), next) in &self.next_offsets {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        Ok(list)
+    }
+
+    fn reset(&mut self) {
+        *self = Batch::default();
+    }
+}
+
+struct Worker<'r> {
+    runtime: &'r Runtime,
+    producer: Arc<TxnProducer>,
+    metrics: RuntimeMetrics,
+    summary: RunSummary,
+    batch: Batch,
+}
+
+impl Worker<'_> {
+    async fn process<H: Handler, S: Future<Output = ()>>(
+        &mut self,
+        consumer: &StreamConsumer<RuntimeContext>,
+        handler: &mut H,
+        message: &BorrowedMessage<'_>,
+        shutdown: &mut Pin<&mut S>,
+    ) -> Result<Flow, RuntimeError> {
+        let started = Instant::now();
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        self.metrics.consumed(topic);
+        self.summary.consumed += 1;
+        if !self.batch.open {
+            self.producer.begin_transaction()?;
+            self.batch.open = true;
+            self.batch.started = Instant::now();
+        }
+        let span = tracing::info_span!(
+            "record",
+            topic,
+            partition,
+            offset,
+            event_id = tracing::field::Empty,
+            asset_id = tracing::field::Empty
+        );
+        let incoming = header(message, TRACEPARENT).and_then(TraceParent::parse);
+        let traceparent = trace::continue_trace(&span, incoming);
+        let payload = message.payload().unwrap_or_default();
+        let input: Envelope<H::Input> = match self.runtime.codec.decode(payload, header(message, "content-type")) {
+            Ok(input) => input,
+            Err(error) => {
+                let sent = self.dead_letter(message, None, error.reason_code(), &error.to_string(), traceparent).await;
+                return self.finish(consumer, sent, topic, partition, offset, started).await;
+            }
+        };
+        span.record("event_id", tracing::field::display(input.header.event_id));
+        span.record("asset_id", tracing::field::display(&input.header.asset_id));
+        let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        let outcome = loop {
+            match handler.handle(&input).instrument(span.clone()).await {
+                Ok(outputs) => break self.produce(&input.header, outputs, traceparent).instrument(span.clone()).await,
+                Err(HandleError::Rejected(rejection)) => {
+                    break self
+                        .dead_letter(message, Some(&input.header), rejection.reason_code, &rejection.detail, traceparent)
+                        .await;
+                }
+                Err(HandleError::Transient(error)) => {
+                    self.metrics.retried(&*error, backoff_ms);
+                    self.summary.retried += 1;
+                    // Commit what is done, so a long outage neither holds a transaction open
+                    // past its timeout nor redoes finished records. This record stays unmarked.
+                    if self.batch.records > 0 && !self.commit(consumer).await? {
+                        return Ok(Flow::Rewound);
+                    }
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => return Ok(Flow::Shutdown),
+                        () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                    }
+                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
+                    if !self.batch.open {
+                        self.producer.begin_transaction()?;
+                        self.batch.open = true;
+                        self.batch.started = Instant::now();
+                    }
+                }
+            }
+        };
+        self.finish(consumer, outcome, topic, partition, offset, started).await
+    }
+
+    /// Marks the record done, or recovers if producing its results failed.
+    async fn finish(
+        &mut self,
+        consumer: &StreamConsumer<RuntimeContext>,
+        outcome: Result<(), KafkaError>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        started: Instant,
+    ) -> Result<Flow, RuntimeError> {
+        match outcome {
+            Ok(()) => {
+                self.batch.done(topic, partition, offset);
+                self.metrics.handled(started.elapsed().as_secs_f64());
+                Ok(Flow::Continue)
+            }
+            Err(error) => {
+                self.recover(consumer, &error).await?;
+                Ok(Flow::Rewound)
+            }
+        }
+    }
+
+    async fn produce(&mut self, cause: &EnvelopeHeader, outputs: Outputs, traceparent: TraceParent) -> Result<(), KafkaError> {
+        for (topic, pending) in outputs.items {
+            let (key, bytes) = match pending.encode(cause, self.runtime.agent, &self.runtime.codec) {
+                Ok(encoded) => encoded,
+                Err(error) => {
+                    // The agent built an event its own schema refuses: a bug, loud but not fatal.
+                    tracing::error!(topic, error = %error, "handler output does not fit its schema; dropped");
+                    continue;
+                }
+            };
+            self.send(topic, key.as_str().as_bytes(), &bytes, traceparent).await?;
+            self.metrics.produced(topic);
+            self.summary.produced += 1;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        cause: Option<&EnvelopeHeader>,
+        reason_code: &str,
+        detail: &str,
+        traceparent: TraceParent,
+    ) -> Result<(), KafkaError> {
+        let agent = self.runtime.agent;
+        let payload = RejectedReading {
+            original: message.payload().unwrap_or_default().to_vec(),
+            original_key: message.key().map(<[u8]>::to_vec),
+            reason_code: reason_code.to_owned(),
+            detail: detail.to_owned(),
+            source_topic: message.topic().to_owned(),
+            source_partition: message.partition(),
+            source_offset: message.offset(),
+            agent: agent.to_owned(),
+        };
+        let header = match cause {
+            Some(cause) => cause.caused_by(RejectedReading::EVENT_TYPE, agent),
+            None => {
+                let asset = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| "unknown".into());
+                let occurred_at = message.timestamp().to_millis().map(Timestamp::from_millis).unwrap_or_else(Timestamp::now);
+                EnvelopeHeader::origin(RejectedReading::EVENT_TYPE, TenantId::from("unknown"), AssetId(asset), occurred_at, agent)
+            }
+        };
+        let bytes = match self.runtime.codec.encode(&Envelope { header, payload }) {
+            Ok(bytes) => bytes,
+            Err(error) => unreachable_dead_letter(error),
+        };
+        let key = message.key().map(<[u8]>::to_vec).unwrap_or_default();
+        self.send(&self.runtime.dead_letter_topic.clone(), &key, &bytes, traceparent).await?;
+        self.metrics.rejected(message.topic(), message.partition(), message.offset(), reason_code, detail);
+        self.summary.rejected += 1;
+        Ok(())
+    }
+
+    /// Queues one record, waiting while librdkafka's produce queue is full (backpressure).
+    async fn send(&self, topic: &str, key: &[u8], payload: &[u8], traceparent: TraceParent) -> Result<(), KafkaError> {
+        let value = traceparent.header_value();
+        let headers = OwnedHeaders::new_with_capacity(1).insert(Header { key: TRACEPARENT, value: Some(value.as_str()) });
+        let mut record = BaseRecord::to(topic).key(key).payload(payload).headers(headers);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// Commits the open transaction with its offsets. Returns false if it had to be aborted
+    /// (the consumer is then rewound).
+    async fn commit(&mut self, consumer: &StreamConsumer<RuntimeContext>) -> Result<bool, RuntimeError> {
+        if !self.batch.open {
+            return Ok(true);
+        }
+        let metadata = consumer.group_metadata().ok_or(RuntimeError::NoGroupMetadata)?;
+        let offsets = self.batch.offsets()?;
+        let producer = self.producer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            if offsets.count() > 0 {
+                retry_retriable(|| producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT))?;
+            }
+            retry_retriable(|| producer.commit_transaction(TXN_TIMEOUT))
+        })
+        .await?;
+        match result {
+            Ok(()) => {
+                self.metrics.committed();
+                self.summary.committed_transactions += 1;
+                self.batch.reset();
+                Ok(true)
+            }
+            Err(error) => {
+                self.recover(consumer, &error).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Aborts the open transaction (or replaces a fenced producer) and seeks the batch's
+    /// partitions back to their committed offsets.
+    async fn recover(&mut self, consumer: &StreamConsumer<RuntimeContext>, error: &KafkaError) -> Result<(), RuntimeError> {
+        let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal());
+        if !fatal {
+            let producer = self.producer.clone();
+            let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_TIMEOUT)).await?;
+            if let Err(abort_error) = aborted {
+                tracing::warn!(error = %abort_error, "abort failed; replacing the producer");
+                self.producer = new_producer(&self.runtime.config, self.runtime.agent).await?;
+            }
+        } else {
+            tracing::warn!(error = %error, "fatal producer error; replacing the producer");
+            self.producer = new_producer(&self.runtime.config, self.runtime.agent).await?;
+        }
+        self.metrics.aborted(&error.to_string());
+        self.summary.aborted_transactions += 1;
+        let partitions: Vec<(String, i32)> = self.batch.next_offsets.keys().cloned().collect();
+        self.batch.reset();
+        rewind(consumer, &partitions);
+        Ok(())
+    }
+
+    /// Aborts the open transaction if it holds a partition taken away by a rebalance.
+    async fn drop_revoked(&mut self, consumer: &StreamConsumer<RuntimeContext>) -> Result<(), RuntimeError> {
+        let revoked = std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(|e| e.into_inner()));
+        if revoked.is_empty() || !self.batch.open {
+            return Ok(());
+        }
+        if revoked.iter().any(|tp| self.batch.next_offsets.contains_key(tp)) {
+            let error = KafkaError::Rebalance(RDKafkaErrorCode::RevokePartitions);
+            self.recover(consumer, &error).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A dead letter always fits its own schema; failing here means the embedded schemas are broken.
+fn unreachable_dead_letter(error: sm_domain::CodecError) -> ! {
+    panic!("dead letter does not fit schemas/rejected_reading: {error}")
+}
+
+/// Seeks each partition back to its committed offset (the start if none was committed).
+/// Partitions no longer assigned are skipped: their next owner starts from the committed
+/// offset anyway.
+fn rewind(consumer: &StreamConsumer<RuntimeContext>, partitions: &[(String, i32)]) {
+    if partitions.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::with_capacity(partitions.len());
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    let committed = match consumer.committed_offsets(list, TXN_TIMEOUT) {
+        Ok(committed) => committed,
+        Err(error) => {
+            // Without the committed offsets the only safe move is to rejoin the group, which
+            // restarts every partition from its committed offset.
+            tracing::error!(error = %error, "cannot read committed offsets; re-subscribing");
+            consumer.unsubscribe();
+            let topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let _ = consumer.subscribe(&topics);
+            return;
+        }
+    };
+    for element in committed.elements() {
+        let offset = match element.offset() {
+            Offset::Offset(offset) => Offset::Offset(offset),
+            _ => Offset::Beginning,
+        };
+        if let Err(error) = consumer.seek(element.topic(), element.partition(), offset, TXN_TIMEOUT) {
+            tracing::debug!(topic = element.topic(), partition = element.partition(), error = %error, "not rewound (no longer assigned)");
+        }
+    }
+}
+
+fn retry_retriable(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+    for _ in 0..5 {
+        match call() {
+            Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                tracing::debug!(error = %error, "retriable transaction error");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+    call()
+}
+
+async fn new_producer(config: &KafkaConfig, agent: &str) -> Result<Arc<TxnProducer>, RuntimeError> {
+    let producer: TxnProducer = config.producer_config(&config.transactional_id_for(agent)).create()?;
+    let producer = Arc::new(producer);
+    let initialising = producer.clone();
+    // Fences any earlier producer with the same transactional.id and aborts what it left open.
+    tokio::task::spawn_blocking(move || initialising.init_transactions(TXN_TIMEOUT)).await??;
+    Ok(producer)
+}
+
+fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Callbacks librdkafka runs inside `recv`: rebalances and statistics.
+struct RuntimeContext {
+    metrics: RuntimeMetrics,
+    /// Partitions revoked since the loop last looked.
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl ClientContext for RuntimeContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, stats) in &stats.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    self.metrics.lag(topic, *partition, stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for RuntimeContext {
+    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                tracing::info!(partitions = list.count(), "partitions revoked");
+                let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+                revoked.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+            }
+            Rebalance::Assign(list) => tracing::info!(partitions = list.count(), "partitions assigned"),
+            Rebalance::Error(error) => tracing::warn!(error = %error, "rebalance error"),
+        }
+    }
+}
