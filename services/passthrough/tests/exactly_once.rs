@@ -160,12 +160,13 @@ async fn dead_letters_one_percent_undecodable_and_never_stalls() {
                     vec![("content-type".to_owned(), "application/json".to_owned())],
                     "invalid_json",
                 ),
-                _ => (vec![0, 0, 0], vec![], "not_avro"),
+                _ => (vec![0, (i >> 8) as u8, i as u8], vec![], "not_avro"), // too short for a schema id
             };
             bad.insert(value.clone(), reason);
             Record { key, value, headers }
         })
         .collect();
+    assert_eq!(bad.len(), TOTAL as usize / 100, "each bad record is distinct");
     let expected_good = TOTAL as usize - bad.len();
     produce(&stack.kafka, &topics.input, records);
 
