@@ -187,6 +187,16 @@ impl KafkaConfig {
         config
     }
 
+    /// An idempotent producer without transactions (dead letters of projections).
+    pub fn idempotent_producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("queue.buffering.max.kbytes", self.produce_queue_max_kbytes.to_string())
+            .set("linger.ms", "5");
+        config
+    }
+
     /// A transactional, idempotent producer.
     pub fn producer_config(&self, transactional_id: &str) -> ClientConfig {
         let mut config = self.client_config();

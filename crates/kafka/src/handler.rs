@@ -17,6 +17,29 @@ pub trait Handler: Send + 'static {
     fn handle(&mut self, input: &Envelope<Self::Input>) -> impl Future<Output = Result<Outputs, HandleError>> + Send;
 }
 
+/// A handler whose results become durable outside Kafka, together with the input offsets:
+/// a projection into PostgreSQL. Run with [`crate::Runtime::run_projection`].
+///
+/// `handle` only buffers; `commit` writes everything buffered since the last commit and the
+/// offsets in one database transaction, which is what makes a projection effectively-once.
+pub trait ExternalCheckpoint: Handler {
+    /// Makes everything handled since the last commit durable together with `offsets`
+    /// (next offset to read per partition). All or nothing: on error nothing was written.
+    fn commit(&mut self, offsets: &[PartitionOffset]) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Forgets what was handled since the last commit (the runtime rewinds to the stored offsets).
+    fn rollback(&mut self);
+    /// Next offset to read for each partition, as last committed; absent: from the start.
+    fn stored_offsets(&mut self, partitions: &[(String, i32)]) -> impl Future<Output = Result<Vec<PartitionOffset>, BoxError>> + Send;
+}
+
+/// The next offset to read in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
 /// Why a handler refused an input: it goes to the dead-letter topic and the partition moves on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {

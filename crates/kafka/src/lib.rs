@@ -25,5 +25,5 @@ pub mod trace;
 
 pub use admin::ensure_topics;
 pub use config::KafkaConfig;
-pub use handler::{HandleError, Handler, Outputs, Rejection};
+pub use handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Rejection};
 pub use runtime::{Runtime, RuntimeError, RunSummary};

@@ -22,8 +22,15 @@
 //!
 //! Memory is bounded by librdkafka's fetch and produce queue limits (see [`KafkaConfig`]) and
 //! by processing one record at a time per instance.
+//!
+//! Projections into PostgreSQL run the same loop with [`Runtime::run_projection`]: only the
+//! commit differs. Instead of a Kafka transaction, the handler ([`ExternalCheckpoint`]) writes
+//! its buffered rows and the offsets in one database transaction, and newly assigned
+//! partitions start from the offsets stored there. Their dead letters are flushed before that
+//! commit, so they are at-least-once (a crash between the two repeats a dead letter, never
+//! loses one).
 
-use crate::handler::{HandleError, Handler, Outputs};
+use crate::handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset};
 use crate::metrics::RuntimeMetrics;
 use crate::trace::{self, TRACEPARENT, TraceParent};
 use crate::KafkaConfig;
@@ -114,24 +121,44 @@ impl Runtime {
     }
 
     /// Runs `handler` until `shutdown` completes, then commits the open transaction and
-    /// leaves the group.
-    pub async fn run<H: Handler>(self, mut handler: H, shutdown: impl Future<Output = ()>) -> Result<RunSummary, RuntimeError> {
+    /// leaves the group. Exactly-once: outputs and offsets commit in one Kafka transaction.
+    pub async fn run<H: Handler>(self, handler: H, shutdown: impl Future<Output = ()>) -> Result<RunSummary, RuntimeError> {
+        self.run_with::<H, KafkaTransactions>(handler, shutdown).await
+    }
+
+    /// Runs a projection: the handler's rows and the offsets commit in one external
+    /// (PostgreSQL) transaction, and partitions resume from the offsets stored there.
+    pub async fn run_projection<H: ExternalCheckpoint>(
+        self,
+        handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, RuntimeError> {
+        self.run_with::<H, External>(handler, shutdown).await
+    }
+
+    async fn run_with<H: Handler, C: Committer<H>>(
+        self,
+        mut handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, RuntimeError> {
         self.health.set("kafka", false);
         let metrics = RuntimeMetrics::new(self.agent);
-        let context = RuntimeContext { metrics: metrics.clone(), revoked: Mutex::default() };
+        let context = RuntimeContext { metrics: metrics.clone(), revoked: Mutex::default(), assigned: Mutex::default() };
         let group = self.config.group_for(self.agent);
         let consumer: StreamConsumer<RuntimeContext> = self.config.consumer_config(&group).create_with_context(context)?;
         let inputs: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
         consumer.subscribe(&inputs)?;
-        let mut worker = Worker {
-            producer: new_producer(&self.config, self.agent).await?,
+        let mut worker = Worker::<C> {
+            producer: new_producer(&self.config, self.agent, C::IS_TRANSACTIONAL).await?,
             runtime: &self,
             metrics,
             summary: RunSummary::default(),
             batch: Batch::default(),
+            skip_below: HashMap::new(),
+            committer: std::marker::PhantomData,
         };
         self.health.set("kafka", true);
-        tracing::info!(agent = self.agent, group, inputs = ?self.inputs, "runtime started");
+        tracing::info!(agent = self.agent, group, inputs = ?self.inputs, transactional = C::IS_TRANSACTIONAL, "runtime started");
         let mut shutdown = std::pin::pin!(shutdown);
         let commit_interval = Duration::from_millis(self.config.commit_interval_ms);
         loop {
@@ -141,7 +168,7 @@ impl Runtime {
                     biased;
                     () = &mut shutdown => break,
                     () = tokio::time::sleep_until(deadline) => {
-                        worker.commit(&consumer).await?;
+                        worker.commit(&consumer, &mut handler, &mut shutdown).await?;
                         continue;
                     }
                     received = consumer.recv() => received,
@@ -162,22 +189,62 @@ impl Runtime {
                     continue;
                 }
             };
-            worker.drop_revoked(&consumer).await?;
+            worker.drop_revoked(&consumer, &mut handler).await?;
+            if worker.seek_assigned(&consumer, &mut handler, &message).await? || worker.is_stale(&message) {
+                continue;
+            }
             match worker.process(&consumer, &mut handler, &message, &mut shutdown).await? {
                 Flow::Continue => {}
                 Flow::Rewound => continue,
                 Flow::Shutdown => break,
             }
             if worker.batch.records >= self.config.max_batch_records || worker.batch.started.elapsed() >= commit_interval {
-                worker.commit(&consumer).await?;
+                worker.commit(&consumer, &mut handler, &mut shutdown).await?;
             }
         }
-        worker.drop_revoked(&consumer).await?;
-        worker.commit(&consumer).await?;
+        worker.drop_revoked(&consumer, &mut handler).await?;
+        worker.commit(&consumer, &mut handler, &mut std::pin::pin!(std::future::ready(()))).await?;
         self.health.set("kafka", false);
         let summary = worker.summary;
         tracing::info!(agent = self.agent, ?summary, "runtime stopped");
         Ok(summary)
+    }
+}
+
+/// The one difference between an agent and a projection: where a batch becomes durable.
+trait Committer<H: Handler>: CommitterKind + Send {
+    fn commit(handler: &mut H, offsets: &[PartitionOffset]) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn rollback(handler: &mut H);
+    /// Stored offsets, or `None` when Kafka's committed offsets are the truth.
+    fn stored_offsets(
+        handler: &mut H,
+        partitions: &[(String, i32)],
+    ) -> impl Future<Output = Result<Option<Vec<PartitionOffset>>, BoxError>> + Send;
+}
+
+struct KafkaTransactions;
+
+impl<H: Handler> Committer<H> for KafkaTransactions {
+    async fn commit(_: &mut H, _: &[PartitionOffset]) -> Result<(), BoxError> {
+        Ok(()) // the Kafka transaction itself is the commit
+    }
+    fn rollback(_: &mut H) {}
+    async fn stored_offsets(_: &mut H, _: &[(String, i32)]) -> Result<Option<Vec<PartitionOffset>>, BoxError> {
+        Ok(None)
+    }
+}
+
+struct External;
+
+impl<H: ExternalCheckpoint> Committer<H> for External {
+    async fn commit(handler: &mut H, offsets: &[PartitionOffset]) -> Result<(), BoxError> {
+        handler.commit(offsets).await
+    }
+    fn rollback(handler: &mut H) {
+        handler.rollback();
+    }
+    async fn stored_offsets(handler: &mut H, partitions: &[(String, i32)]) -> Result<Option<Vec<PartitionOffset>>, BoxError> {
+        handler.stored_offsets(partitions).await.map(Some)
     }
 }
 
@@ -223,36 +290,83 @@ impl Batch {
         Ok(list)
     }
 
+    fn partition_offsets(&self) -> Vec<PartitionOffset> {
+        self.next_offsets
+            .iter()
+            .map(|((topic, partition), next)| PartitionOffset { topic: topic.clone(), partition: *partition, next_offset: *next })
+            .collect()
+    }
+
     fn reset(&mut self) {
         *self = Batch::default();
     }
 }
 
-struct Worker<'r> {
+struct Worker<'r, C> {
     runtime: &'r Runtime,
+    /// Transactional for agents; idempotent only (dead letters) for projections.
     producer: Arc<TxnProducer>,
     metrics: RuntimeMetrics,
     summary: RunSummary,
     batch: Batch,
+    /// After a seek, records below these offsets may still arrive from before it: skip them.
+    skip_below: HashMap<(String, i32), i64>,
+    committer: std::marker::PhantomData<C>,
 }
 
-impl Worker<'_> {
+impl<C> Worker<'_, C> {
+    fn begin(&mut self) -> Result<(), KafkaError>
+    where
+        C: CommitterKind,
+    {
+        if !self.batch.open {
+            if C::IS_TRANSACTIONAL {
+                self.producer.begin_transaction()?;
+            }
+            self.batch.open = true;
+            self.batch.started = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// True when `message` predates a seek of its partition.
+    fn is_stale(&self, message: &BorrowedMessage<'_>) -> bool {
+        self.skip_below
+            .get(&(message.topic().to_owned(), message.partition()))
+            .is_some_and(|next| message.offset() < *next)
+    }
+}
+
+/// Whether a batch commits as a Kafka transaction (agents) or in the handler's store
+/// (projections); separate from [`Committer`] so code without the handler type can ask.
+trait CommitterKind {
+    const IS_TRANSACTIONAL: bool;
+}
+
+impl CommitterKind for KafkaTransactions {
+    const IS_TRANSACTIONAL: bool = true;
+}
+
+impl CommitterKind for External {
+    const IS_TRANSACTIONAL: bool = false;
+}
+
+impl<C: CommitterKind> Worker<'_, C> {
     async fn process<H: Handler, S: Future<Output = ()>>(
         &mut self,
         consumer: &StreamConsumer<RuntimeContext>,
         handler: &mut H,
         message: &BorrowedMessage<'_>,
         shutdown: &mut Pin<&mut S>,
-    ) -> Result<Flow, RuntimeError> {
+    ) -> Result<Flow, RuntimeError>
+    where
+        C: Committer<H>,
+    {
         let started = Instant::now();
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         self.metrics.consumed(topic);
         self.summary.consumed += 1;
-        if !self.batch.open {
-            self.producer.begin_transaction()?;
-            self.batch.open = true;
-            self.batch.started = Instant::now();
-        }
+        self.begin()?;
         let span = tracing::info_span!(
             "record",
             topic,
@@ -268,7 +382,7 @@ impl Worker<'_> {
             Ok(input) => input,
             Err(error) => {
                 let sent = self.dead_letter(message, None, error.reason_code(), &error.to_string(), traceparent).await;
-                return self.finish(consumer, sent, topic, partition, offset, started).await;
+                return self.finish(consumer, handler, sent, message, started).await;
             }
         };
         span.record("event_id", tracing::field::display(input.header.event_id));
@@ -287,7 +401,7 @@ impl Worker<'_> {
                     self.summary.retried += 1;
                     // Commit what is done, so a long outage neither holds a transaction open
                     // past its timeout nor redoes finished records. This record stays unmarked.
-                    if self.batch.records > 0 && !self.commit(consumer).await? {
+                    if self.batch.records > 0 && !self.commit(consumer, handler, shutdown).await? {
                         return Ok(Flow::Rewound);
                     }
                     tokio::select! {
@@ -296,35 +410,33 @@ impl Worker<'_> {
                         () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
                     }
                     backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
-                    if !self.batch.open {
-                        self.producer.begin_transaction()?;
-                        self.batch.open = true;
-                        self.batch.started = Instant::now();
-                    }
+                    self.begin()?;
                 }
             }
         };
-        self.finish(consumer, outcome, topic, partition, offset, started).await
+        self.finish(consumer, handler, outcome, message, started).await
     }
 
     /// Marks the record done, or recovers if producing its results failed.
-    async fn finish(
+    async fn finish<H: Handler>(
         &mut self,
         consumer: &StreamConsumer<RuntimeContext>,
+        handler: &mut H,
         outcome: Result<(), KafkaError>,
-        topic: &str,
-        partition: i32,
-        offset: i64,
+        message: &BorrowedMessage<'_>,
         started: Instant,
-    ) -> Result<Flow, RuntimeError> {
+    ) -> Result<Flow, RuntimeError>
+    where
+        C: Committer<H>,
+    {
         match outcome {
             Ok(()) => {
-                self.batch.done(topic, partition, offset);
+                self.batch.done(message.topic(), message.partition(), message.offset());
                 self.metrics.handled(started.elapsed().as_secs_f64());
                 Ok(Flow::Continue)
             }
             Err(error) => {
-                self.recover(consumer, &error).await?;
+                self.recover(consumer, handler, &error).await?;
                 Ok(Flow::Rewound)
             }
         }
@@ -379,7 +491,7 @@ impl Worker<'_> {
             Err(error) => unreachable_dead_letter(error),
         };
         let key = message.key().map(<[u8]>::to_vec).unwrap_or_default();
-        self.send(&self.runtime.dead_letter_topic.clone(), &key, &bytes, traceparent).await?;
+        self.send(&self.runtime.dead_letter_topic, &key, &bytes, traceparent).await?;
         self.metrics.rejected(message.topic(), message.partition(), message.offset(), reason_code, detail);
         self.summary.rejected += 1;
         Ok(())
@@ -402,22 +514,25 @@ impl Worker<'_> {
         }
     }
 
-    /// Commits the open transaction with its offsets. Returns false if it had to be aborted
-    /// (the consumer is then rewound).
-    async fn commit(&mut self, consumer: &StreamConsumer<RuntimeContext>) -> Result<bool, RuntimeError> {
+    /// Commits the open batch with its offsets. Returns false if it had to be abandoned (the
+    /// consumer is then rewound and the batch will be redone).
+    async fn commit<H: Handler, S: Future<Output = ()>>(
+        &mut self,
+        consumer: &StreamConsumer<RuntimeContext>,
+        handler: &mut H,
+        shutdown: &mut Pin<&mut S>,
+    ) -> Result<bool, RuntimeError>
+    where
+        C: Committer<H>,
+    {
         if !self.batch.open {
             return Ok(true);
         }
-        let metadata = consumer.group_metadata().ok_or(RuntimeError::NoGroupMetadata)?;
-        let offsets = self.batch.offsets()?;
-        let producer = self.producer.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            if offsets.count() > 0 {
-                retry_retriable(|| producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT))?;
-            }
-            retry_retriable(|| producer.commit_transaction(TXN_TIMEOUT))
-        })
-        .await?;
+        let result = if C::IS_TRANSACTIONAL {
+            self.commit_transaction(consumer).await?
+        } else {
+            self.commit_external(handler, shutdown).await?
+        };
         match result {
             Ok(()) => {
                 self.metrics.committed();
@@ -426,44 +541,204 @@ impl Worker<'_> {
                 Ok(true)
             }
             Err(error) => {
-                self.recover(consumer, &error).await?;
+                self.recover(consumer, handler, &error).await?;
                 Ok(false)
             }
         }
     }
 
-    /// Aborts the open transaction (or replaces a fenced producer) and seeks the batch's
-    /// partitions back to their committed offsets.
-    async fn recover(&mut self, consumer: &StreamConsumer<RuntimeContext>, error: &KafkaError) -> Result<(), RuntimeError> {
-        let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal());
-        if !fatal {
-            let producer = self.producer.clone();
-            let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_TIMEOUT)).await?;
-            if let Err(abort_error) = aborted {
-                tracing::warn!(error = %abort_error, "abort failed; replacing the producer");
-                self.producer = new_producer(&self.runtime.config, self.runtime.agent).await?;
+    async fn commit_transaction(
+        &mut self,
+        consumer: &StreamConsumer<RuntimeContext>,
+    ) -> Result<Result<(), KafkaError>, RuntimeError> {
+        let metadata = consumer.group_metadata().ok_or(RuntimeError::NoGroupMetadata)?;
+        let offsets = self.batch.offsets()?;
+        let producer = self.producer.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            if offsets.count() > 0 {
+                retry_retriable(|| producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT))?;
             }
-        } else {
-            tracing::warn!(error = %error, "fatal producer error; replacing the producer");
-            self.producer = new_producer(&self.runtime.config, self.runtime.agent).await?;
+            retry_retriable(|| producer.commit_transaction(TXN_TIMEOUT))
+        })
+        .await?)
+    }
+
+    /// Dead letters first (flushed), then rows and offsets in the handler's store. A store
+    /// failure is transient: retried with backoff until it succeeds or shutdown is asked.
+    async fn commit_external<H: Handler, S: Future<Output = ()>>(
+        &mut self,
+        handler: &mut H,
+        shutdown: &mut Pin<&mut S>,
+    ) -> Result<Result<(), KafkaError>, RuntimeError>
+    where
+        C: Committer<H>,
+    {
+        let producer = self.producer.clone();
+        if let Err(error) = tokio::task::spawn_blocking(move || producer.flush(TXN_TIMEOUT)).await? {
+            return Ok(Err(error));
         }
+        let offsets = self.batch.partition_offsets();
+        let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        loop {
+            match C::commit(handler, &offsets).await {
+                Ok(()) => return Ok(Ok(())),
+                Err(error) => {
+                    self.metrics.retried(&*error, backoff_ms);
+                    self.summary.retried += 1;
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => {
+                            return Ok(Err(KafkaError::Canceled));
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                    }
+                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
+                }
+            }
+        }
+    }
+
+    /// Abandons the open batch (aborting its transaction, or replacing a fenced producer) and
+    /// seeks its partitions back to their committed offsets.
+    async fn recover<H: Handler>(
+        &mut self,
+        consumer: &StreamConsumer<RuntimeContext>,
+        handler: &mut H,
+        error: &KafkaError,
+    ) -> Result<(), RuntimeError>
+    where
+        C: Committer<H>,
+    {
+        if C::IS_TRANSACTIONAL {
+            let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal());
+            if !fatal {
+                let producer = self.producer.clone();
+                let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_TIMEOUT)).await?;
+                if let Err(abort_error) = aborted {
+                    tracing::warn!(error = %abort_error, "abort failed; replacing the producer");
+                    self.producer = new_producer(&self.runtime.config, self.runtime.agent, true).await?;
+                }
+            } else {
+                tracing::warn!(error = %error, "fatal producer error; replacing the producer");
+                self.producer = new_producer(&self.runtime.config, self.runtime.agent, true).await?;
+            }
+        }
+        C::rollback(handler);
         self.metrics.aborted(&error.to_string());
         self.summary.aborted_transactions += 1;
         let partitions: Vec<(String, i32)> = self.batch.next_offsets.keys().cloned().collect();
         self.batch.reset();
-        rewind(consumer, &partitions);
-        Ok(())
+        self.rewind(consumer, handler, &partitions).await
     }
 
-    /// Aborts the open transaction if it holds a partition taken away by a rebalance.
-    async fn drop_revoked(&mut self, consumer: &StreamConsumer<RuntimeContext>) -> Result<(), RuntimeError> {
+    /// Abandons the open batch if it holds a partition taken away by a rebalance; the next
+    /// owner starts from the committed offset.
+    async fn drop_revoked<H: Handler>(
+        &mut self,
+        consumer: &StreamConsumer<RuntimeContext>,
+        handler: &mut H,
+    ) -> Result<(), RuntimeError>
+    where
+        C: Committer<H>,
+    {
         let revoked = std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(|e| e.into_inner()));
+        for partition in &revoked {
+            self.skip_below.remove(partition);
+        }
         if revoked.is_empty() || !self.batch.open {
             return Ok(());
         }
         if revoked.iter().any(|tp| self.batch.next_offsets.contains_key(tp)) {
             let error = KafkaError::Rebalance(RDKafkaErrorCode::RevokePartitions);
-            self.recover(consumer, &error).await?;
+            self.recover(consumer, handler, &error).await?;
+        }
+        Ok(())
+    }
+
+    /// Projections: newly assigned partitions resume at the offsets stored with the rows.
+    /// Returns true when `message` came from such a partition before the seek (it will come
+    /// again from the stored offset).
+    async fn seek_assigned<H: Handler>(
+        &mut self,
+        consumer: &StreamConsumer<RuntimeContext>,
+        handler: &mut H,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<bool, RuntimeError>
+    where
+        C: Committer<H>,
+    {
+        if C::IS_TRANSACTIONAL {
+            return Ok(false); // Kafka's committed offsets already are the start positions
+        }
+        let assigned = std::mem::take(&mut *consumer.context().assigned.lock().unwrap_or_else(|e| e.into_inner()));
+        if assigned.is_empty() {
+            return Ok(false);
+        }
+        self.rewind(consumer, handler, &assigned).await?;
+        Ok(assigned.iter().any(|(t, p)| t == message.topic() && *p == message.partition()))
+    }
+
+    /// Seeks each partition back to its committed offset (the start if none was committed).
+    /// Partitions no longer assigned are skipped: their next owner starts from the committed
+    /// offset anyway.
+    async fn rewind<H: Handler>(
+        &mut self,
+        consumer: &StreamConsumer<RuntimeContext>,
+        handler: &mut H,
+        partitions: &[(String, i32)],
+    ) -> Result<(), RuntimeError>
+    where
+        C: Committer<H>,
+    {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let mut positions: Vec<(String, i32, Offset)> = Vec::with_capacity(partitions.len());
+        let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        let stored = loop {
+            match C::stored_offsets(handler, partitions).await {
+                Ok(stored) => break stored,
+                Err(error) => {
+                    // Without the stored offsets no record may be processed: wait for the store.
+                    self.metrics.retried(&*error, backoff_ms);
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
+                }
+            }
+        };
+        match stored {
+            Some(stored) => {
+                for (topic, partition) in partitions {
+                    let next = stored.iter().find(|s| &s.topic == topic && s.partition == *partition);
+                    let offset = next.map(|s| Offset::Offset(s.next_offset)).unwrap_or(Offset::Beginning);
+                    positions.push((topic.clone(), *partition, offset));
+                }
+            }
+            None => {
+                let mut list = TopicPartitionList::with_capacity(partitions.len());
+                for (topic, partition) in partitions {
+                    list.add_partition(topic, *partition);
+                }
+                let committed = consumer.committed_offsets(list, TXN_TIMEOUT)?;
+                for element in committed.elements() {
+                    let offset = match element.offset() {
+                        Offset::Offset(offset) => Offset::Offset(offset),
+                        _ => Offset::Beginning,
+                    };
+                    positions.push((element.topic().to_owned(), element.partition(), offset));
+                }
+            }
+        }
+        for (topic, partition, offset) in positions {
+            match consumer.seek(&topic, partition, offset, TXN_TIMEOUT) {
+                Ok(()) => {
+                    let floor = if let Offset::Offset(next) = offset { next } else { 0 };
+                    self.skip_below.insert((topic, partition), floor);
+                }
+                Err(error) => {
+                    tracing::debug!(topic, partition, error = %error, "not rewound (no longer assigned)");
+                }
+            }
         }
         Ok(())
     }
@@ -472,41 +747,6 @@ impl Worker<'_> {
 /// A dead letter always fits its own schema; failing here means the embedded schemas are broken.
 fn unreachable_dead_letter(error: sm_domain::CodecError) -> ! {
     panic!("dead letter does not fit schemas/rejected_reading: {error}")
-}
-
-/// Seeks each partition back to its committed offset (the start if none was committed).
-/// Partitions no longer assigned are skipped: their next owner starts from the committed
-/// offset anyway.
-fn rewind(consumer: &StreamConsumer<RuntimeContext>, partitions: &[(String, i32)]) {
-    if partitions.is_empty() {
-        return;
-    }
-    let mut list = TopicPartitionList::with_capacity(partitions.len());
-    for (topic, partition) in partitions {
-        list.add_partition(topic, *partition);
-    }
-    let committed = match consumer.committed_offsets(list, TXN_TIMEOUT) {
-        Ok(committed) => committed,
-        Err(error) => {
-            // Without the committed offsets the only safe move is to rejoin the group, which
-            // restarts every partition from its committed offset.
-            tracing::error!(error = %error, "cannot read committed offsets; re-subscribing");
-            consumer.unsubscribe();
-            let topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
-            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            let _ = consumer.subscribe(&topics);
-            return;
-        }
-    };
-    for element in committed.elements() {
-        let offset = match element.offset() {
-            Offset::Offset(offset) => Offset::Offset(offset),
-            _ => Offset::Beginning,
-        };
-        if let Err(error) = consumer.seek(element.topic(), element.partition(), offset, TXN_TIMEOUT) {
-            tracing::debug!(topic = element.topic(), partition = element.partition(), error = %error, "not rewound (no longer assigned)");
-        }
-    }
 }
 
 fn retry_retriable(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
@@ -522,7 +762,11 @@ fn retry_retriable(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(
     call()
 }
 
-async fn new_producer(config: &KafkaConfig, agent: &str) -> Result<Arc<TxnProducer>, RuntimeError> {
+async fn new_producer(config: &KafkaConfig, agent: &str, transactional: bool) -> Result<Arc<TxnProducer>, RuntimeError> {
+    if !transactional {
+        let producer: TxnProducer = config.idempotent_producer_config().create()?;
+        return Ok(Arc::new(producer));
+    }
     let producer: TxnProducer = config.producer_config(&config.transactional_id_for(agent)).create()?;
     let producer = Arc::new(producer);
     let initialising = producer.clone();
@@ -545,6 +789,8 @@ struct RuntimeContext {
     metrics: RuntimeMetrics,
     /// Partitions revoked since the loop last looked.
     revoked: Mutex<Vec<(String, i32)>>,
+    /// Partitions assigned since the loop last looked (projections seek them).
+    assigned: Mutex<Vec<(String, i32)>>,
 }
 
 impl ClientContext for RuntimeContext {
@@ -567,7 +813,11 @@ impl ConsumerContext for RuntimeContext {
                 let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
                 revoked.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
             }
-            Rebalance::Assign(list) => tracing::info!(partitions = list.count(), "partitions assigned"),
+            Rebalance::Assign(list) => {
+                tracing::info!(partitions = list.count(), "partitions assigned");
+                let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+                assigned.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+            }
             Rebalance::Error(error) => tracing::warn!(error = %error, "rebalance error"),
         }
     }
