@@ -25,16 +25,8 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const SCHEMA_FILES: &[SchemaFile] = &[
     SchemaFile::new("envelope", 1, include_str!("../../../schemas/envelope/v1.avsc")),
     SchemaFile::new("sensor_reading", 1, include_str!("../../../schemas/sensor_reading/v1.avsc")),
-    SchemaFile::new(
-        "validated_reading",
-        1,
-        include_str!("../../../schemas/validated_reading/v1.avsc"),
-    ),
-    SchemaFile::new(
-        "rejected_reading",
-        1,
-        include_str!("../../../schemas/rejected_reading/v1.avsc"),
-    ),
+    SchemaFile::new("validated_reading", 1, include_str!("../../../schemas/validated_reading/v1.avsc")),
+    SchemaFile::new("rejected_reading", 1, include_str!("../../../schemas/rejected_reading/v1.avsc")),
 ];
 
 /// The folder holding the envelope header schema.
@@ -73,7 +65,9 @@ pub struct RegisteredSchema {
 /// dead-letter reason.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("record is not in the Confluent Avro wire format (expected magic byte 0 and a 4-byte schema id, got {len} bytes starting with {first:#04x})")]
+    #[error(
+        "record is not in the Confluent Avro wire format (expected magic byte 0 and a 4-byte schema id, got {len} bytes starting with {first:#04x})"
+    )]
     NotConfluentAvro { len: usize, first: u8 },
     #[error("schema id {0} is not in the registry; is the producer newer than this service? deploy the schema first")]
     UnknownSchemaId(u32),
@@ -144,16 +138,14 @@ impl EmbeddedRegistry {
     /// As [`EmbeddedRegistry::load`], from an explicit list (tests use this).
     pub fn from_files(files: &[SchemaFile]) -> Result<Self, CodecError> {
         let parse_json = |f: &SchemaFile| {
-            serde_json::from_str::<serde_json::Value>(f.text).map_err(|e| {
-                CodecError::InvalidSchemaFile { folder: f.folder, version: f.version, detail: e.to_string() }
+            serde_json::from_str::<serde_json::Value>(f.text).map_err(|e| CodecError::InvalidSchemaFile {
+                folder: f.folder,
+                version: f.version,
+                detail: e.to_string(),
             })
         };
         let envelopes: Vec<_> = files.iter().filter(|f| f.folder == ENVELOPE_SCHEMA).collect();
-        let newest_envelope = envelopes
-            .iter()
-            .map(|f| f.version)
-            .max()
-            .ok_or(CodecError::NoSchema(ENVELOPE_SCHEMA))?;
+        let newest_envelope = envelopes.iter().map(|f| f.version).max().ok_or(CodecError::NoSchema(ENVELOPE_SCHEMA))?;
         let mut registry = Self { by_id: HashMap::new(), writer: HashMap::new() };
         let mut newest_payload: HashMap<&'static str, u32> = HashMap::new();
         for payload in files.iter().filter(|f| f.folder != ENVELOPE_SCHEMA) {
@@ -170,14 +162,14 @@ impl EmbeddedRegistry {
                     detail: e.to_string(),
                 })?;
                 let id = schema_id(&schema);
-                if let Some(other) = registry.by_id.get(&id) {
-                    if other.schema.canonical_form() != schema.canonical_form() {
-                        return Err(CodecError::InvalidSchemaFile {
-                            folder: payload.folder,
-                            version: payload.version,
-                            detail: format!("schema id {} collides with {}", id.0, other.subject),
-                        });
-                    }
+                if let Some(other) = registry.by_id.get(&id)
+                    && other.schema.canonical_form() != schema.canonical_form()
+                {
+                    return Err(CodecError::InvalidSchemaFile {
+                        folder: payload.folder,
+                        version: payload.version,
+                        detail: format!("schema id {} collides with {}", id.0, other.subject),
+                    });
                 }
                 if envelope.version == newest_envelope && newest_payload[payload.folder] == payload.version {
                     registry.writer.insert(payload.folder, id);
@@ -315,7 +307,9 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AssetId, EnvelopeHeader, EventId, RejectedReading, SensorReading, TenantId, Timestamp, ValidatedReading};
+    use crate::{
+        AssetId, EnvelopeHeader, EventId, RejectedReading, SensorReading, TenantId, Timestamp, ValidatedReading,
+    };
     use std::collections::BTreeMap;
     use std::path::PathBuf;
 
@@ -469,7 +463,9 @@ mod tests {
         compiled.sort();
         assert_eq!(on_disk, compiled, "add new schema files to SCHEMA_FILES in crates/domain/src/codec.rs");
         for file in SCHEMA_FILES {
-            let on_disk = std::fs::read_to_string(schemas_dir().join(file.folder).join(format!("v{}.avsc", file.version))).unwrap();
+            let on_disk =
+                std::fs::read_to_string(schemas_dir().join(file.folder).join(format!("v{}.avsc", file.version)))
+                    .unwrap();
             assert_eq!(on_disk, file.text);
         }
     }
@@ -534,7 +530,10 @@ mod tests {
         assert!(backward_compatible(&older, &newer).is_err());
         // With a default it can.
         json["fields"].as_array_mut().unwrap().pop();
-        json["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "site", "type": "string", "default": ""}));
+        json["fields"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": "site", "type": "string", "default": ""}));
         let newer = Schema::parse_str(&json.to_string()).unwrap();
         backward_compatible(&older, &newer).unwrap();
     }

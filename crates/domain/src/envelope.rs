@@ -74,17 +74,8 @@ pub struct Envelope<T> {
 
 impl<T: crate::DomainEvent> Envelope<T> {
     /// A new event starting a causal chain.
-    pub fn origin(
-        tenant_id: TenantId,
-        asset_id: AssetId,
-        occurred_at: Timestamp,
-        producer: &str,
-        payload: T,
-    ) -> Self {
-        Self {
-            header: EnvelopeHeader::origin(T::EVENT_TYPE, tenant_id, asset_id, occurred_at, producer),
-            payload,
-        }
+    pub fn origin(tenant_id: TenantId, asset_id: AssetId, occurred_at: Timestamp, producer: &str, payload: T) -> Self {
+        Self { header: EnvelopeHeader::origin(T::EVENT_TYPE, tenant_id, asset_id, occurred_at, producer), payload }
     }
 
     /// An event derived from `cause`.

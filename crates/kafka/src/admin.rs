@@ -11,11 +11,13 @@ use std::time::Duration;
 /// they are.
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[(&str, bool)]) -> Result<(), rdkafka::error::KafkaError> {
     let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let retention = config.topic_retention_ms.to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, compacted)| {
-            let topic = NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(config.topic_replication_factor));
-            if *compacted { topic.set("cleanup.policy", "compact") } else { topic }
+            let topic =
+                NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(config.topic_replication_factor));
+            if *compacted { topic.set("cleanup.policy", "compact") } else { topic.set("retention.ms", &retention) }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

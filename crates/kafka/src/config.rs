@@ -42,7 +42,7 @@ pub struct KafkaConfig {
     pub retry_max_backoff_ms: u64,
     /// A member that stops heartbeating loses its partitions after this long (ms).
     pub session_timeout_ms: u64,
-    /// Prefetched input kept per partition, at most (KiB): bounds consumer memory.
+    /// Prefetched input kept in the consumer's queue, at most (KiB): bounds consumer memory.
     pub fetch_queue_max_kbytes: u64,
     /// Produced records waiting for the broker, at most (KiB): bounds producer memory.
     pub produce_queue_max_kbytes: u64,
@@ -51,6 +51,9 @@ pub struct KafkaConfig {
     /// Partitions and replication factor of topics the platform creates.
     pub topic_partitions: i32,
     pub topic_replication_factor: i32,
+    /// `retention.ms` of topics the platform creates. -1 (default) keeps events forever:
+    /// Kafka is the system of record and projections are rebuilt by replay.
+    pub topic_retention_ms: i64,
     /// Extra librdkafka properties (`compression.type = "lz4"`, ...). Exactly-once
     /// settings cannot be overridden here.
     pub librdkafka: BTreeMap<String, String>,
@@ -81,6 +84,7 @@ impl Default for KafkaConfig {
             statistics_interval_ms: 5_000,
             topic_partitions: 6,
             topic_replication_factor: 1,
+            topic_retention_ms: -1,
             librdkafka: BTreeMap::new(),
         }
     }
@@ -110,7 +114,9 @@ impl KafkaConfig {
             ));
         }
         if protocol.starts_with("sasl") && (self.sasl_mechanism.is_empty() || self.sasl_username.is_empty()) {
-            return Err("SASL needs SM_KAFKA__SASL_MECHANISM and SM_KAFKA__SASL_USERNAME (and SM_KAFKA__SASL_PASSWORD)".into());
+            return Err(
+                "SASL needs SM_KAFKA__SASL_MECHANISM and SM_KAFKA__SASL_USERNAME (and SM_KAFKA__SASL_PASSWORD)".into(),
+            );
         }
         if self.commit_interval_ms == 0 || self.max_batch_records == 0 {
             return Err("SM_KAFKA__COMMIT_INTERVAL_MS and SM_KAFKA__MAX_BATCH_RECORDS must be positive".into());

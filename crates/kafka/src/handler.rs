@@ -29,7 +29,10 @@ pub trait ExternalCheckpoint: Handler {
     /// Forgets what was handled since the last commit (the runtime rewinds to the stored offsets).
     fn rollback(&mut self);
     /// Next offset to read for each partition, as last committed; absent: from the start.
-    fn stored_offsets(&mut self, partitions: &[(String, i32)]) -> impl Future<Output = Result<Vec<PartitionOffset>, BoxError>> + Send;
+    fn stored_offsets(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> impl Future<Output = Result<Vec<PartitionOffset>, BoxError>> + Send;
 }
 
 /// The next offset to read in one partition.

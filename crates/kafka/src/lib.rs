@@ -26,4 +26,4 @@ pub mod trace;
 pub use admin::ensure_topics;
 pub use config::KafkaConfig;
 pub use handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Rejection};
-pub use runtime::{Runtime, RuntimeError, RunSummary};
+pub use runtime::{RunSummary, Runtime, RuntimeError};

@@ -47,7 +47,11 @@ fn families() -> &'static Families {
                 &["agent", "topic", "reason_code"],
             ),
             retried: counter("sm_runtime_retried_total", "Transient handler errors retried", &["agent"]),
-            transactions: counter("sm_runtime_transactions_total", "Kafka transactions by outcome", &["agent", "outcome"]),
+            transactions: counter(
+                "sm_runtime_transactions_total",
+                "Kafka transactions by outcome",
+                &["agent", "outcome"],
+            ),
             handle_seconds,
             lag,
         }
@@ -98,6 +102,11 @@ impl RuntimeMetrics {
     pub fn aborted(&self, reason: &str) {
         tracing::warn!(reason, "transaction aborted, rewinding to committed offsets");
         families().transactions.with_label_values(&[self.agent, "aborted"]).inc();
+    }
+
+    /// A partition left this instance: its lag is another instance's to report now.
+    pub fn forget_lag(&self, topic: &str, partition: i32) {
+        let _ = families().lag.remove_label_values(&[self.agent, topic, &partition.to_string()]);
     }
 
     pub fn lag(&self, topic: &str, partition: i32, records: i64) {

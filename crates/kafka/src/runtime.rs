@@ -30,10 +30,10 @@
 //! commit, so they are at-least-once (a crash between the two repeats a dead letter, never
 //! loses one).
 
+use crate::KafkaConfig;
 use crate::handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset};
 use crate::metrics::RuntimeMetrics;
 use crate::trace::{self, TRACEPARENT, TraceParent};
-use crate::KafkaConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
@@ -122,7 +122,11 @@ impl Runtime {
 
     /// Runs `handler` until `shutdown` completes, then commits the open transaction and
     /// leaves the group. Exactly-once: outputs and offsets commit in one Kafka transaction.
-    pub async fn run<H: Handler>(self, handler: H, shutdown: impl Future<Output = ()>) -> Result<RunSummary, RuntimeError> {
+    pub async fn run<H: Handler>(
+        self,
+        handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, RuntimeError> {
         self.run_with::<H, KafkaTransactions>(handler, shutdown).await
     }
 
@@ -143,9 +147,11 @@ impl Runtime {
     ) -> Result<RunSummary, RuntimeError> {
         self.health.set("kafka", false);
         let metrics = RuntimeMetrics::new(self.agent);
-        let context = RuntimeContext { metrics: metrics.clone(), revoked: Mutex::default(), assigned: Mutex::default() };
+        let context =
+            RuntimeContext { metrics: metrics.clone(), revoked: Mutex::default(), assigned: Mutex::default() };
         let group = self.config.group_for(self.agent);
-        let consumer: StreamConsumer<RuntimeContext> = self.config.consumer_config(&group).create_with_context(context)?;
+        let consumer: StreamConsumer<RuntimeContext> =
+            self.config.consumer_config(&group).create_with_context(context)?;
         let inputs: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
         consumer.subscribe(&inputs)?;
         let mut worker = Worker::<C> {
@@ -198,7 +204,9 @@ impl Runtime {
                 Flow::Rewound => continue,
                 Flow::Shutdown => break,
             }
-            if worker.batch.records >= self.config.max_batch_records || worker.batch.started.elapsed() >= commit_interval {
+            if worker.batch.records >= self.config.max_batch_records
+                || worker.batch.started.elapsed() >= commit_interval
+            {
                 worker.commit(&consumer, &mut handler, &mut shutdown).await?;
             }
         }
@@ -243,7 +251,10 @@ impl<H: ExternalCheckpoint> Committer<H> for External {
     fn rollback(handler: &mut H) {
         handler.rollback();
     }
-    async fn stored_offsets(handler: &mut H, partitions: &[(String, i32)]) -> Result<Option<Vec<PartitionOffset>>, BoxError> {
+    async fn stored_offsets(
+        handler: &mut H,
+        partitions: &[(String, i32)],
+    ) -> Result<Option<Vec<PartitionOffset>>, BoxError> {
         handler.stored_offsets(partitions).await.map(Some)
     }
 }
@@ -293,7 +304,11 @@ impl Batch {
     fn partition_offsets(&self) -> Vec<PartitionOffset> {
         self.next_offsets
             .iter()
-            .map(|((topic, partition), next)| PartitionOffset { topic: topic.clone(), partition: *partition, next_offset: *next })
+            .map(|((topic, partition), next)| PartitionOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset: *next,
+            })
             .collect()
     }
 
@@ -393,7 +408,13 @@ impl<C: CommitterKind> Worker<'_, C> {
                 Ok(outputs) => break self.produce(&input.header, outputs, traceparent).instrument(span.clone()).await,
                 Err(HandleError::Rejected(rejection)) => {
                     break self
-                        .dead_letter(message, Some(&input.header), rejection.reason_code, &rejection.detail, traceparent)
+                        .dead_letter(
+                            message,
+                            Some(&input.header),
+                            rejection.reason_code,
+                            &rejection.detail,
+                            traceparent,
+                        )
                         .await;
                 }
                 Err(HandleError::Transient(error)) => {
@@ -442,7 +463,12 @@ impl<C: CommitterKind> Worker<'_, C> {
         }
     }
 
-    async fn produce(&mut self, cause: &EnvelopeHeader, outputs: Outputs, traceparent: TraceParent) -> Result<(), KafkaError> {
+    async fn produce(
+        &mut self,
+        cause: &EnvelopeHeader,
+        outputs: Outputs,
+        traceparent: TraceParent,
+    ) -> Result<(), KafkaError> {
         for (topic, pending) in outputs.items {
             let (key, bytes) = match pending.encode(cause, self.runtime.agent, &self.runtime.codec) {
                 Ok(encoded) => encoded,
@@ -481,9 +507,17 @@ impl<C: CommitterKind> Worker<'_, C> {
         let header = match cause {
             Some(cause) => cause.caused_by(RejectedReading::EVENT_TYPE, agent),
             None => {
-                let asset = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| "unknown".into());
-                let occurred_at = message.timestamp().to_millis().map(Timestamp::from_millis).unwrap_or_else(Timestamp::now);
-                EnvelopeHeader::origin(RejectedReading::EVENT_TYPE, TenantId::from("unknown"), AssetId(asset), occurred_at, agent)
+                let asset =
+                    message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| "unknown".into());
+                let occurred_at =
+                    message.timestamp().to_millis().map(Timestamp::from_millis).unwrap_or_else(Timestamp::now);
+                EnvelopeHeader::origin(
+                    RejectedReading::EVENT_TYPE,
+                    TenantId::from("unknown"),
+                    AssetId(asset),
+                    occurred_at,
+                    agent,
+                )
             }
         };
         let bytes = match self.runtime.codec.encode(&Envelope { header, payload }) {
@@ -500,7 +534,8 @@ impl<C: CommitterKind> Worker<'_, C> {
     /// Queues one record, waiting while librdkafka's produce queue is full (backpressure).
     async fn send(&self, topic: &str, key: &[u8], payload: &[u8], traceparent: TraceParent) -> Result<(), KafkaError> {
         let value = traceparent.header_value();
-        let headers = OwnedHeaders::new_with_capacity(1).insert(Header { key: TRACEPARENT, value: Some(value.as_str()) });
+        let headers =
+            OwnedHeaders::new_with_capacity(1).insert(Header { key: TRACEPARENT, value: Some(value.as_str()) });
         let mut record = BaseRecord::to(topic).key(key).payload(payload).headers(headers);
         loop {
             match self.producer.send(record) {
@@ -762,7 +797,11 @@ fn retry_retriable(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(
     call()
 }
 
-async fn new_producer(config: &KafkaConfig, agent: &str, transactional: bool) -> Result<Arc<TxnProducer>, RuntimeError> {
+async fn new_producer(
+    config: &KafkaConfig,
+    agent: &str,
+    transactional: bool,
+) -> Result<Arc<TxnProducer>, RuntimeError> {
     if !transactional {
         let producer: TxnProducer = config.idempotent_producer_config().create()?;
         return Ok(Arc::new(producer));
@@ -811,7 +850,10 @@ impl ConsumerContext for RuntimeContext {
             Rebalance::Revoke(list) => {
                 tracing::info!(partitions = list.count(), "partitions revoked");
                 let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-                revoked.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                for element in list.elements() {
+                    self.metrics.forget_lag(element.topic(), element.partition());
+                    revoked.push((element.topic().to_owned(), element.partition()));
+                }
             }
             Rebalance::Assign(list) => {
                 tracing::info!(partitions = list.count(), "partitions assigned");

@@ -55,7 +55,11 @@ pub fn continue_trace(span: &tracing::Span, incoming: Option<TraceParent>) -> Tr
         let context = opentelemetry::trace::SpanContext::new(
             opentelemetry::trace::TraceId::from(parent.trace_id),
             opentelemetry::trace::SpanId::from(parent.span_id),
-            if parent.sampled { opentelemetry::trace::TraceFlags::SAMPLED } else { opentelemetry::trace::TraceFlags::default() },
+            if parent.sampled {
+                opentelemetry::trace::TraceFlags::SAMPLED
+            } else {
+                opentelemetry::trace::TraceFlags::default()
+            },
             true,
             Default::default(),
         );

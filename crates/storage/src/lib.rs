@@ -34,7 +34,9 @@ pub enum StorageError {
     Connect(#[from] deadpool_postgres::PoolError),
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
-    #[error("migration {component} v{version} was applied as `{applied}` but is now `{current}`: migrations never change once applied; add a new version")]
+    #[error(
+        "migration {component} v{version} was applied as `{applied}` but is now `{current}`: migrations never change once applied; add a new version"
+    )]
     MigrationChanged { component: String, version: i32, applied: String, current: String },
 }
 

@@ -33,7 +33,10 @@ pub trait Projection: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
 
     /// Empties the projection's tables (for a rebuild).
-    fn clear(&self, tx: &tokio_postgres::Transaction<'_>) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
+    fn clear(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
 }
 
 /// Runs a [`Projection`] effectively-once: rows and offsets in one transaction.

@@ -3,7 +3,7 @@
 //! a second run re-reads nothing, and a rebuild replaying the topic leaves identical rows.
 
 use sm_domain::{AssetId, Codec, Envelope, SensorReading, TenantId, Timestamp};
-use sm_kafka::{KafkaConfig, Runtime, RunSummary};
+use sm_kafka::{KafkaConfig, RunSummary, Runtime};
 use sm_storage::{Flavor, Migration, PostgresConfig, Projection, ProjectionWriter, StorageError, connect, migrate};
 use sm_telemetry::Secret;
 use sm_testkit::{Record, Stack, create_topic, produce, stack_from_env_file, unique};
@@ -24,7 +24,11 @@ impl Projection for ReadingRows {
         self.name
     }
 
-    async fn write(&self, tx: &tokio_postgres::Transaction<'_>, events: &[Envelope<SensorReading>]) -> Result<(), tokio_postgres::Error> {
+    async fn write(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        events: &[Envelope<SensorReading>],
+    ) -> Result<(), tokio_postgres::Error> {
         let ids: Vec<String> = events.iter().map(|e| e.header.event_id.to_string()).collect();
         let assets: Vec<&str> = events.iter().map(|e| e.header.asset_id.as_str()).collect();
         let sequences: Vec<i64> = events.iter().map(|e| e.payload.sequence).collect();
@@ -68,7 +72,10 @@ fn runtime(stack: &Stack, topic: &str, group: &str) -> Runtime {
     Runtime::new(config, "projector-test", &[topic], &format!("{topic}-dlq")).unwrap()
 }
 
-async fn snapshot(client: &tokio_postgres::Client, p: &ReadingRows) -> (Vec<(String, String, i64, f64)>, Vec<(String, i64)>) {
+async fn snapshot(
+    client: &tokio_postgres::Client,
+    p: &ReadingRows,
+) -> (Vec<(String, String, i64, f64)>, Vec<(String, i64)>) {
     let rows = client
         .query(&format!("SELECT event_id, asset_id, sequence, value FROM {} ORDER BY event_id", p.rows), &[])
         .await
@@ -133,9 +140,19 @@ async fn replaying_a_topic_twice_leaves_identical_rows() {
                 AssetId(format!("asset-{}", i % 13)),
                 Timestamp(i),
                 "test",
-                SensorReading { sensor_id: "s".into(), value: i as f64, unit: "degC".into(), sequence: i, backfill: false },
+                SensorReading {
+                    sensor_id: "s".into(),
+                    value: i as f64,
+                    unit: "degC".into(),
+                    sequence: i,
+                    backfill: false,
+                },
             );
-            Record { key: event.header.asset_id.as_str().as_bytes().to_vec(), value: codec.encode(&event).unwrap(), headers: vec![] }
+            Record {
+                key: event.header.asset_id.as_str().as_bytes().to_vec(),
+                value: codec.encode(&event).unwrap(),
+                headers: vec![],
+            }
         }),
     );
 

@@ -73,8 +73,8 @@ where
 {
     let mut value = serde_json::to_value(T::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     if let Some((path, text)) = file {
-        let table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::ParseFile { path: path.to_owned(), detail: e.to_string() })?;
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::ParseFile { path: path.to_owned(), detail: e.to_string() })?;
         let file_value = serde_json::to_value(table).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         merge(&mut value, file_value);
     }

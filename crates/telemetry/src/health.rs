@@ -33,10 +33,7 @@ impl Health {
 
     fn report(&self) -> String {
         let checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
-        checks
-            .iter()
-            .map(|(name, ready)| format!("{name}: {}\n", if *ready { "ok" } else { "unavailable" }))
-            .collect()
+        checks.iter().map(|(name, ready)| format!("{name}: {}\n", if *ready { "ok" } else { "unavailable" })).collect()
     }
 }
 
@@ -48,22 +45,18 @@ pub async fn serve_http(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), crate::TelemetryError> {
     let ready = health.clone();
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let health = ready.clone();
-                async move {
-                    let status = if health.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                    (status, health.report())
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| crate::TelemetryError::Bind { addr, source })?;
+    let app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| async { "ok\n" })).route(
+        "/readyz",
+        get(move || {
+            let health = ready.clone();
+            async move {
+                let status = if health.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (status, health.report())
+            }
+        }),
+    );
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| crate::TelemetryError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| crate::TelemetryError::Bind { addr, source })?;
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
@@ -95,9 +88,8 @@ mod tests {
     async fn readyz_follows_declared_dependencies() {
         let health = Health::new();
         health.set("kafka", false);
-        let (addr, _task) = serve_http("127.0.0.1:0".parse().unwrap(), health.clone(), std::future::pending())
-            .await
-            .unwrap();
+        let (addr, _task) =
+            serve_http("127.0.0.1:0".parse().unwrap(), health.clone(), std::future::pending()).await.unwrap();
         let get = |path: &'static str| async move {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -101,11 +101,9 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Result<Telemetry
     let filter = EnvFilter::try_new(&filter_text)
         .map_err(|source| TelemetryError::LogFilter { filter: filter_text.clone(), source })?;
     let fmt = match config.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(false).boxed()
+        }
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     };
     let endpoint = if config.otlp_endpoint.is_empty() {

@@ -32,11 +32,17 @@ pub struct Stack {
 /// Reads the stack's env file. Panics (never skips) when it is missing.
 pub fn stack_from_env_file() -> Stack {
     let path = std::env::var("SM_STACK_ENV").unwrap_or_else(|_| default_stack_env());
-    let vars: HashMap<String, String> = dotenvy::from_path_iter(&path)
-        .and_then(|lines| lines.collect())
-        .unwrap_or_else(|e| panic!("stack env {path}: {e}; start the stack with `deploy/local/stack up` (make test does)"));
+    let vars: HashMap<String, String> =
+        dotenvy::from_path_iter(&path).and_then(|lines| lines.collect()).unwrap_or_else(|e| {
+            panic!("stack env {path}: {e}; start the stack with `deploy/local/stack up` (make test does)")
+        });
     let get = |key: &str| vars.get(key).cloned().unwrap_or_else(|| panic!("{key} not in {path}"));
-    Stack { kafka: get("SM_KAFKA__BOOTSTRAP_SERVERS"), postgres_url: get("SM_POSTGRES__URL"), redis_url: get("SM_REDIS__URL"), vars }
+    Stack {
+        kafka: get("SM_KAFKA__BOOTSTRAP_SERVERS"),
+        postgres_url: get("SM_POSTGRES__URL"),
+        redis_url: get("SM_REDIS__URL"),
+        vars,
+    }
 }
 
 /// `prefix-<random>`: a name no other test run uses.
@@ -105,16 +111,35 @@ pub struct Consumed {
 /// Reads every partition of `topic` from the beginning with `isolation.level=read_committed`
 /// until `expected` records arrived and nothing more came for `quiet`, or `deadline` passed.
 /// Returns what it read; the caller asserts on it.
-pub fn read_committed(bootstrap: &str, topic: &str, expected: usize, quiet: Duration, deadline: Duration) -> Vec<Consumed> {
+pub fn read_committed(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    quiet: Duration,
+    deadline: Duration,
+) -> Vec<Consumed> {
     read_topic(bootstrap, topic, "read_committed", expected, quiet, deadline)
 }
 
 /// As [`read_committed`], also returning records of aborted or open transactions.
-pub fn read_uncommitted(bootstrap: &str, topic: &str, expected: usize, quiet: Duration, deadline: Duration) -> Vec<Consumed> {
+pub fn read_uncommitted(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    quiet: Duration,
+    deadline: Duration,
+) -> Vec<Consumed> {
     read_topic(bootstrap, topic, "read_uncommitted", expected, quiet, deadline)
 }
 
-fn read_topic(bootstrap: &str, topic: &str, isolation: &str, expected: usize, quiet: Duration, deadline: Duration) -> Vec<Consumed> {
+fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+    expected: usize,
+    quiet: Duration,
+    deadline: Duration,
+) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
@@ -139,7 +164,9 @@ fn read_topic(bootstrap: &str, topic: &str, isolation: &str, expected: usize, qu
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .map(|h| {
+                                (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
                             .collect()
                     })
                     .unwrap_or_default();

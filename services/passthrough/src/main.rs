@@ -9,9 +9,11 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = sm_telemetry::init("passthrough", &config.telemetry).context("starting telemetry")?;
     tracing::info!(config = ?config, "starting");
     let health = sm_telemetry::Health::new();
-    let (http_addr, _http) = sm_telemetry::serve_http(config.telemetry.http_addr, health.clone(), std::future::pending())
-        .await
-        .context("starting /metrics")?;
+    health.set("kafka", false); // not ready until the runtime has joined its group
+    let (http_addr, _http) =
+        sm_telemetry::serve_http(config.telemetry.http_addr, health.clone(), std::future::pending())
+            .await
+            .context("starting /metrics")?;
     tracing::info!(%http_addr, "serving /metrics /healthz /readyz");
     let settings = &config.passthrough;
     sm_kafka::ensure_topics(

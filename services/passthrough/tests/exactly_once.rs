@@ -16,13 +16,23 @@ fn reading(sequence: i64) -> Envelope<SensorReading> {
         AssetId(asset.clone()),
         Timestamp(1_764_000_000_000_000 + sequence * 1000),
         "test-gateway",
-        SensorReading { sensor_id: format!("{asset}.temp").into(), value: sequence as f64 * 0.5, unit: "degC".into(), sequence, backfill: false },
+        SensorReading {
+            sensor_id: format!("{asset}.temp").into(),
+            value: sequence as f64 * 0.5,
+            unit: "degC".into(),
+            sequence,
+            backfill: false,
+        },
     )
 }
 
 fn avro_record(codec: &Codec, sequence: i64) -> Record {
     let event = reading(sequence);
-    Record { key: event.header.asset_id.as_str().as_bytes().to_vec(), value: codec.encode(&event).unwrap(), headers: vec![] }
+    Record {
+        key: event.header.asset_id.as_str().as_bytes().to_vec(),
+        value: codec.encode(&event).unwrap(),
+        headers: vec![],
+    }
 }
 
 struct Topics {
@@ -63,8 +73,7 @@ fn spawn_agent(stack: &Stack, topics: &Topics, instance: &str) -> Child {
 /// Sum of the high watermarks of `topic`: records written, committed or not.
 fn written(bootstrap: &str, topic: &str) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
     (0..6).map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap().1).sum()
 }
 
@@ -91,7 +100,8 @@ async fn moves_200k_records_exactly_once_across_a_sigkill() {
     eprintln!("killed after {written_at_kill} output records were written (target {kill_at})");
 
     let mut agent = spawn_agent(&stack, &topics, &instance);
-    let committed = read_committed(&stack.kafka, &topics.output, TOTAL as usize, Duration::from_secs(3), Duration::from_secs(240));
+    let committed =
+        read_committed(&stack.kafka, &topics.output, TOTAL as usize, Duration::from_secs(3), Duration::from_secs(240));
     unsafe_terminate(&mut agent);
 
     let mut sequences = HashMap::<i64, usize>::new();
@@ -107,7 +117,8 @@ async fn moves_200k_records_exactly_once_across_a_sigkill() {
     assert!(duplicated.is_empty(), "duplicated sequences, e.g. {duplicated:?}");
     assert!(missing.is_empty(), "missing sequences, e.g. {missing:?}");
     assert_eq!(committed.len(), TOTAL as usize);
-    let all = read_uncommitted(&stack.kafka, &topics.output, TOTAL as usize, Duration::from_secs(2), Duration::from_secs(60));
+    let all =
+        read_uncommitted(&stack.kafka, &topics.output, TOTAL as usize, Duration::from_secs(2), Duration::from_secs(60));
     eprintln!("read_committed saw {}, read_uncommitted saw {} (aborted work hidden)", committed.len(), all.len());
     assert!(all.len() >= committed.len());
     let dead = read_committed(&stack.kafka, &topics.dead_letters, 0, Duration::from_secs(1), Duration::from_secs(5));
@@ -181,13 +192,18 @@ async fn dead_letters_one_percent_undecodable_and_never_stalls() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let output = topics.output.clone();
     let agent = tokio::spawn(async move {
-        runtime.run(sm_passthrough::Passthrough::new(&output), async { let _ = stopped.await; }).await
+        runtime
+            .run(sm_passthrough::Passthrough::new(&output), async {
+                let _ = stopped.await;
+            })
+            .await
     });
 
     let kafka = stack.kafka.clone();
     let (out_topic, dlq_topic) = (topics.output.clone(), topics.dead_letters.clone());
     let (passed, dead) = tokio::task::spawn_blocking(move || {
-        let passed = read_committed(&kafka, &out_topic, expected_good, Duration::from_secs(2), Duration::from_secs(120));
+        let passed =
+            read_committed(&kafka, &out_topic, expected_good, Duration::from_secs(2), Duration::from_secs(120));
         let dead = read_committed(&kafka, &dlq_topic, bad.len(), Duration::from_secs(1), Duration::from_secs(60));
         (passed, (dead, bad))
     })

@@ -1,0 +1,190 @@
+//! `docker-compose.yml` and `k8s/` cannot run on the machines this project is built on (no
+//! Docker engine, no cluster), so this test keeps them honest: every service binary they run
+//! exists in the image, every `SM_*` variable names a real setting and parses, every metrics
+//! port matches the service's configured address, and the stack's servers are all there.
+
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The services the image runs, with their configuration defaults and a loader that type-checks
+/// an environment the way the binary does at start.
+struct Service {
+    binary: &'static str,
+    defaults: Json,
+    load: fn(&HashMap<String, String>) -> Result<(), String>,
+}
+
+fn services() -> Vec<Service> {
+    vec![Service {
+        binary: "passthrough",
+        defaults: serde_json::to_value(sm_passthrough::PassthroughConfig::default()).unwrap(),
+        load: |env| {
+            let config: sm_passthrough::PassthroughConfig =
+                sm_telemetry::config::load_from(None, env).map_err(|e| e.to_string())?;
+            config.kafka.validate()
+        },
+    }]
+}
+
+/// Checks one deployed service: its env against the configuration, its port against its
+/// metrics address. Returns the container port of `/metrics`.
+fn check_service(place: &str, service: &Service, env: &HashMap<String, String>) -> u16 {
+    for name in env.keys().filter(|k| k.starts_with("SM_")) {
+        let path: Vec<String> = name["SM_".len()..].split("__").map(str::to_ascii_lowercase).collect();
+        assert_eq!(path.len(), 2, "{place}: {name} is not SM_<SECTION>__<FIELD>");
+        let section = service
+            .defaults
+            .get(&path[0])
+            .unwrap_or_else(|| panic!("{place}: {name}: {} has no section `{}`", service.binary, path[0]));
+        assert!(section.get(&path[1]).is_some(), "{place}: {name}: section `{}` has no field `{}`", path[0], path[1]);
+    }
+    (service.load)(env).unwrap_or_else(|e| panic!("{place}: configuration does not load: {e}"));
+    let http = env
+        .get("SM_TELEMETRY__HTTP_ADDR")
+        .unwrap_or_else(|| panic!("{place}: set SM_TELEMETRY__HTTP_ADDR so /metrics is reachable"));
+    assert!(http.starts_with("0.0.0.0:"), "{place}: {http} is not reachable from outside the container");
+    http.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn text(value: &Yaml) -> String {
+    match value {
+        Yaml::String(s) => s.clone(),
+        Yaml::Number(n) => n.to_string(),
+        Yaml::Bool(b) => b.to_string(),
+        other => panic!("expected a scalar, got {other:?}"),
+    }
+}
+
+#[test]
+fn docker_compose_matches_the_code() {
+    let compose: Yaml =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("docker-compose.yml")).unwrap()).unwrap();
+    let entries = compose["services"].as_mapping().expect("services");
+    let names: Vec<String> = entries.keys().map(text).collect();
+    for server in ["kafka", "postgres", "redis", "minio"] {
+        assert!(names.iter().any(|n| n == server), "docker-compose.yml lacks the {server} server of the local stack");
+    }
+    let kafka_env = &entries[&Yaml::from("kafka")]["environment"];
+    let listeners = text(&kafka_env["KAFKA_LISTENERS"]);
+    for service in services() {
+        let (name, entry) = entries
+            .iter()
+            .find(|(_, e)| {
+                e["command"].as_sequence().and_then(|c| c.first()).map(text).as_deref() == Some(service.binary)
+            })
+            .unwrap_or_else(|| panic!("docker-compose.yml does not run {}", service.binary));
+        let place = format!("docker-compose.yml service {}", text(name));
+        assert!(entry.get("build").is_some(), "{place}: built from the Dockerfile");
+        let env: HashMap<String, String> = entry["environment"]
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{place}: environment must be a mapping"))
+            .iter()
+            .map(|(k, v)| (text(k), text(v)))
+            .collect();
+        let port = check_service(&place, &service, &env);
+        let published: Vec<String> =
+            entry["ports"].as_sequence().map(|p| p.iter().map(text).collect()).unwrap_or_default();
+        assert!(
+            published.iter().any(|p| p.ends_with(&format!(":{port}"))),
+            "{place}: metrics port {port} not published ({published:?})"
+        );
+        let bootstrap = &env["SM_KAFKA__BOOTSTRAP_SERVERS"];
+        let (host, kafka_port) = bootstrap.split_once(':').unwrap();
+        assert!(names.iter().any(|n| n == host), "{place}: bootstrap host {host} is not a compose service");
+        assert!(
+            listeners.contains(&format!(":{kafka_port}")),
+            "{place}: kafka does not listen on {kafka_port} ({listeners})"
+        );
+        for url_var in ["SM_POSTGRES__URL", "SM_REDIS__URL"] {
+            if let Some(url) = env.get(url_var) {
+                let host = url.rsplit('@').next().unwrap().rsplit('/').nth(1).unwrap_or(url).split(':').next().unwrap();
+                assert!(names.iter().any(|n| n == host), "{place}: {url_var} host {host} is not a compose service");
+            }
+        }
+    }
+}
+
+#[test]
+fn kubernetes_manifests_match_the_code() {
+    let mut containers = Vec::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(root().join("k8s")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        files += 1;
+        let text_of_file = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text_of_file) {
+            let manifest = <Yaml as serde::Deserialize>::deserialize(document).unwrap();
+            let kind = manifest.get("kind").map(text).unwrap_or_default();
+            if kind == "StatefulSet" || kind == "Deployment" {
+                for container in manifest["spec"]["template"]["spec"]["containers"].as_sequence().unwrap() {
+                    containers.push((path.display().to_string(), container.clone()));
+                }
+            }
+        }
+    }
+    assert!(files > 0, "k8s/ holds no manifests");
+    for server in ["kafka", "postgres", "redis", "minio"] {
+        assert!(containers.iter().any(|(_, c)| text(&c["name"]) == server), "k8s/ lacks the {server} server");
+    }
+    for service in services() {
+        let (file, container) = containers
+            .iter()
+            .find(|(_, c)| {
+                c["command"].as_sequence().and_then(|c| c.first()).map(text).as_deref() == Some(service.binary)
+            })
+            .unwrap_or_else(|| panic!("k8s/ does not run {}", service.binary));
+        let place = format!("{file} container {}", text(&container["name"]));
+        let env: HashMap<String, String> = container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            // Values from the downward API or secrets are checked by name with a stand-in.
+            .map(|e| (text(&e["name"]), e.get("value").map(text).unwrap_or_else(|| "from-k8s".into())))
+            .collect();
+        let port = check_service(&place, &service, &env);
+        let ports: Vec<u16> = container["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| text(&p["containerPort"]).parse().unwrap())
+            .collect();
+        assert!(ports.contains(&port), "{place}: containerPort {port} not declared");
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            assert_eq!(text(&container[probe]["httpGet"]["path"]), path, "{place}: {probe}");
+            // A probe names its port by number or by the container port's name.
+            let probe_port = text(&container[probe]["httpGet"]["port"]);
+            let resolved = probe_port.parse::<u16>().ok().or_else(|| {
+                container["ports"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p.get("name").map(text).as_deref() == Some(&probe_port))
+                    .map(|p| text(&p["containerPort"]).parse().unwrap())
+            });
+            assert_eq!(resolved, Some(port), "{place}: {probe} port {probe_port}");
+        }
+    }
+}
+
+#[test]
+fn the_image_holds_every_service_binary() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY --from=builder /out/"))
+        .filter_map(|l| l.trim_start_matches("COPY --from=builder /out/").split_whitespace().next())
+        .collect();
+    for service in services() {
+        assert!(copied.contains(&service.binary), "Dockerfile does not copy {}", service.binary);
+    }
+    assert!(copied.contains(&"smctl"), "Dockerfile does not copy smctl");
+}
