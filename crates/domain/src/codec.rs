@@ -27,6 +27,7 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     SchemaFile::new("sensor_reading", 1, include_str!("../../../schemas/sensor_reading/v1.avsc")),
     SchemaFile::new("validated_reading", 1, include_str!("../../../schemas/validated_reading/v1.avsc")),
     SchemaFile::new("rejected_reading", 1, include_str!("../../../schemas/rejected_reading/v1.avsc")),
+    SchemaFile::new("asset_registered", 1, include_str!("../../../schemas/asset_registered/v1.avsc")),
 ];
 
 /// The folder holding the envelope header schema.
@@ -366,6 +367,19 @@ mod tests {
             source_offset: 1234,
             agent: "ingestion".into(),
         });
+        round_trip(crate::AssetRegistered {
+            name: "Feed pump 7".into(),
+            asset_type: "pump".into(),
+            site: "plant-a".into(),
+            sensors: vec![crate::SensorSpec {
+                sensor_id: "pump-7.temperature".into(),
+                sensor_type: "temperature".into(),
+                unit: "degC".into(),
+                min_value: -40.0,
+                max_value: 150.0,
+                expected_interval_ms: 1000,
+            }],
+        });
         round_trip(RejectedReading {
             original: vec![],
             original_key: None,
@@ -437,7 +451,7 @@ mod tests {
     fn schema_ids_are_deterministic_and_distinct() {
         let a = EmbeddedRegistry::load().unwrap();
         let b = EmbeddedRegistry::load().unwrap();
-        for subject in ["sensor_reading", "validated_reading", "rejected_reading"] {
+        for subject in ["sensor_reading", "validated_reading", "rejected_reading", "asset_registered"] {
             assert_eq!(a.writer(subject).unwrap().id, b.writer(subject).unwrap().id);
         }
         let ids: std::collections::HashSet<_> = a.schemas().map(|s| s.id).collect();

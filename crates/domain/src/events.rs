@@ -131,6 +131,37 @@ impl DomainEvent for RejectedReading {
     const SCHEMA: &'static str = "rejected_reading";
 }
 
+/// An asset and its sensors, as registered. Latest wins: `sm.assets.v1` is compacted by asset
+/// id, so replaying it from the start yields the current registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssetRegistered {
+    pub name: String,
+    /// `pump`, `motor`, `compressor`, `bearing`, ...
+    pub asset_type: String,
+    pub site: String,
+    pub sensors: Vec<SensorSpec>,
+}
+
+impl DomainEvent for AssetRegistered {
+    const EVENT_TYPE: &'static str = "AssetRegistered";
+    const SCHEMA: &'static str = "asset_registered";
+}
+
+/// One sensor of an asset: what it measures, in which unit, within which physical limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorSpec {
+    pub sensor_id: crate::SensorId,
+    /// One of [`crate::units::SENSOR_TYPES`].
+    pub sensor_type: String,
+    /// Canonical unit of the sensor type (readings are normalised to it).
+    pub unit: String,
+    /// Physical minimum and maximum, canonical unit: outside means a broken sensor.
+    pub min_value: f64,
+    pub max_value: f64,
+    /// How often the sensor reports (ms): the basis of staleness and duplicate windows.
+    pub expected_interval_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

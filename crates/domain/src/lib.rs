@@ -7,7 +7,8 @@
 //! - [`envelope`]: the header every event carries, and [`Envelope`] pairing it with a payload;
 //! - [`events`]: the event payloads and the [`DomainEvent`] trait that ties each to its schema;
 //! - [`topics`]: every topic name, defined once;
-//! - [`codec`]: the Confluent wire format over schemas loaded from `schemas/`.
+//! - [`codec`]: the Confluent wire format over schemas loaded from `schemas/`;
+//! - [`units`]: sensor types, their canonical units and conversions to them.
 //!
 //! This crate does no I/O and knows nothing of Kafka or PostgreSQL.
 
@@ -17,9 +18,10 @@ pub mod events;
 pub mod ids;
 pub mod time;
 pub mod topics;
+pub mod units;
 
 pub use codec::{Codec, CodecError, EmbeddedRegistry, SchemaId, SchemaRegistry};
 pub use envelope::{Envelope, EnvelopeHeader};
-pub use events::{DomainEvent, RejectedReading, SensorReading, ValidatedReading};
+pub use events::{AssetRegistered, DomainEvent, RejectedReading, SensorReading, SensorSpec, ValidatedReading};
 pub use ids::{AssetId, EventId, SensorId, TenantId};
 pub use time::Timestamp;

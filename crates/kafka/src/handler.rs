@@ -14,7 +14,20 @@ pub trait Handler: Send + 'static {
     /// this input's offset. May be called again with the same input after a transient error
     /// or after an aborted transaction: state changes must be safe to redo (or be derived
     /// from the inputs alone).
-    fn handle(&mut self, input: &Envelope<Self::Input>) -> impl Future<Output = Result<Outputs, HandleError>> + Send;
+    fn handle(
+        &mut self,
+        input: &Envelope<Self::Input>,
+        source: &Source<'_>,
+    ) -> impl Future<Output = Result<Outputs, HandleError>> + Send;
+}
+
+/// Where an input record sits in Kafka. The same record handled again (after a retry or an
+/// aborted transaction) has the same source; a duplicate sent twice by a gateway does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// A handler whose results become durable outside Kafka, together with the input offsets:

@@ -25,5 +25,5 @@ pub mod trace;
 
 pub use admin::ensure_topics;
 pub use config::KafkaConfig;
-pub use handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Rejection};
+pub use handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Rejection, Source};
 pub use runtime::{RunSummary, Runtime, RuntimeError};

@@ -31,7 +31,7 @@
 //! loses one).
 
 use crate::KafkaConfig;
-use crate::handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset};
+use crate::handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Source};
 use crate::metrics::RuntimeMetrics;
 use crate::trace::{self, TRACEPARENT, TraceParent};
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -403,8 +403,9 @@ impl<C: CommitterKind> Worker<'_, C> {
         span.record("event_id", tracing::field::display(input.header.event_id));
         span.record("asset_id", tracing::field::display(&input.header.asset_id));
         let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        let source = Source { topic, partition, offset };
         let outcome = loop {
-            match handler.handle(&input).instrument(span.clone()).await {
+            match handler.handle(&input, &source).instrument(span.clone()).await {
                 Ok(outputs) => break self.produce(&input.header, outputs, traceparent).instrument(span.clone()).await,
                 Err(HandleError::Rejected(rejection)) => {
                     break self

@@ -6,7 +6,7 @@
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use sm_domain::{AssetId, Codec, Envelope, RejectedReading, SensorReading, TenantId, Timestamp};
-use sm_kafka::{HandleError, Handler, KafkaConfig, Outputs, Rejection, RunSummary, Runtime};
+use sm_kafka::{HandleError, Handler, KafkaConfig, Outputs, Rejection, RunSummary, Runtime, Source};
 use sm_testkit::{Record, produce, read_uncommitted};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,7 +22,7 @@ struct Scripted {
 impl Handler for Scripted {
     type Input = SensorReading;
 
-    async fn handle(&mut self, input: &Envelope<SensorReading>) -> Result<Outputs, HandleError> {
+    async fn handle(&mut self, input: &Envelope<SensorReading>, _: &Source<'_>) -> Result<Outputs, HandleError> {
         let sequence = input.payload.sequence;
         if let Some(left) = self.transient_failures.get_mut(&sequence)
             && *left > 0

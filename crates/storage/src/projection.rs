@@ -8,7 +8,7 @@
 
 use crate::{Pool, StorageError, offsets};
 use sm_domain::{DomainEvent, Envelope};
-use sm_kafka::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset};
+use sm_kafka::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Source};
 use std::future::Future;
 
 /// How events of one type become rows.
@@ -78,7 +78,7 @@ impl<P: Projection> ProjectionWriter<P> {
 impl<P: Projection> Handler for ProjectionWriter<P> {
     type Input = P::Event;
 
-    async fn handle(&mut self, input: &Envelope<P::Event>) -> Result<Outputs, HandleError> {
+    async fn handle(&mut self, input: &Envelope<P::Event>, _: &Source<'_>) -> Result<Outputs, HandleError> {
         self.projection.check(input)?;
         self.buffer.push(input.clone());
         Ok(Outputs::none())

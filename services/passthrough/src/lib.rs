@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use sm_domain::{Envelope, SensorReading, topics};
-use sm_kafka::{HandleError, Handler, KafkaConfig, Outputs};
+use sm_kafka::{HandleError, Handler, KafkaConfig, Outputs, Source};
 use sm_telemetry::TelemetryConfig;
 
 /// Settings of the pass-through agent.
@@ -61,7 +61,7 @@ impl Passthrough {
 impl Handler for Passthrough {
     type Input = SensorReading;
 
-    async fn handle(&mut self, input: &Envelope<SensorReading>) -> Result<Outputs, HandleError> {
+    async fn handle(&mut self, input: &Envelope<SensorReading>, _: &Source<'_>) -> Result<Outputs, HandleError> {
         Ok(Outputs::one(self.output_topic, input.payload.clone()))
     }
 }
