@@ -9,6 +9,8 @@ pub const READINGS_VALIDATED: &str = "sm.readings.validated.v1";
 pub const READINGS_REJECTED: &str = "sm.readings.rejected.v1";
 /// Output of the pass-through agent (the runtime's reference agent and benchmark).
 pub const READINGS_PASSTHROUGH: &str = "sm.readings.passthrough.v1";
+/// Dead letters of the projector: events it could not decode or store.
+pub const PROJECTIONS_REJECTED: &str = "sm.projections.rejected.v1";
 /// Asset and sensor registry (compacted).
 pub const ASSETS: &str = "sm.assets.v1";
 
@@ -19,5 +21,6 @@ pub const ALL: &[(&str, bool)] = &[
     (READINGS_VALIDATED, false),
     (READINGS_REJECTED, false),
     (READINGS_PASSTHROUGH, false),
+    (PROJECTIONS_REJECTED, false),
     (ASSETS, true),
 ];
