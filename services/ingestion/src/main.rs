@@ -12,13 +12,19 @@ async fn main() -> anyhow::Result<()> {
     let health = sm_telemetry::Health::new();
     health.set("kafka", false);
     health.set("redis", false);
-    let (http_addr, _http) = sm_telemetry::serve_http(config.telemetry.http_addr, health.clone(), std::future::pending())
-        .await
-        .context("starting /metrics")?;
+    let (http_addr, _http) =
+        sm_telemetry::serve_http(config.telemetry.http_addr, health.clone(), std::future::pending())
+            .await
+            .context("starting /metrics")?;
     tracing::info!(%http_addr, "serving /metrics /healthz /readyz");
     sm_kafka::ensure_topics(
         &config.kafka,
-        &[(topics::READINGS_RAW, false), (topics::READINGS_VALIDATED, false), (topics::READINGS_REJECTED, false), (topics::ASSETS, true)],
+        &[
+            (topics::READINGS_RAW, false),
+            (topics::READINGS_VALIDATED, false),
+            (topics::READINGS_REJECTED, false),
+            (topics::ASSETS, true),
+        ],
     )
     .await
     .context("creating topics")?;
@@ -28,8 +34,9 @@ async fn main() -> anyhow::Result<()> {
     health.set("redis", true);
     let (registry, follower) =
         sm_ingestion::registry::follow(&config.kafka, topics::ASSETS).await.context("loading the asset registry")?;
-    let runtime = sm_kafka::Runtime::new(config.kafka.clone(), "ingestion", &[topics::READINGS_RAW], topics::READINGS_REJECTED)?
-        .with_health(health);
+    let runtime =
+        sm_kafka::Runtime::new(config.kafka.clone(), "ingestion", &[topics::READINGS_RAW], topics::READINGS_REJECTED)?
+            .with_health(health);
     let summary = runtime
         .run(Ingestion::new(registry, dedup, config.ingestion.clone()), sm_telemetry::shutdown_signal())
         .await

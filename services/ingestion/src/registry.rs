@@ -113,7 +113,11 @@ pub async fn follow(
             break;
         }
     }
-    tracing::info!(sensors = registry.len(), elapsed_ms = started.elapsed().as_millis() as u64, "asset registry loaded");
+    tracing::info!(
+        sensors = registry.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "asset registry loaded"
+    );
     let following = registry.clone();
     let task = tokio::spawn(async move {
         loop {

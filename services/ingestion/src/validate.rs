@@ -43,7 +43,9 @@ impl Policy {
     /// Checks the settings; the error names the one to fix.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_future_skew_ms < 0 || self.max_age_ms <= 0 || self.late_after_ms < 0 {
-            return Err("SM_INGESTION__MAX_FUTURE_SKEW_MS, __MAX_AGE_MS and __LATE_AFTER_MS must not be negative".into());
+            return Err(
+                "SM_INGESTION__MAX_FUTURE_SKEW_MS, __MAX_AGE_MS and __LATE_AFTER_MS must not be negative".into()
+            );
         }
         if self.late_after_ms > self.max_age_ms {
             return Err("SM_INGESTION__LATE_AFTER_MS must not exceed SM_INGESTION__MAX_AGE_MS".into());
@@ -112,13 +114,21 @@ pub fn validate(
     if -age_ms > policy.max_future_skew_ms {
         return reject(
             "future_timestamp",
-            format!("{} is {} ms in the future (limit {} ms); check the gateway clock", r.sensor_id, -age_ms, policy.max_future_skew_ms),
+            format!(
+                "{} is {} ms in the future (limit {} ms); check the gateway clock",
+                r.sensor_id, -age_ms, policy.max_future_skew_ms
+            ),
         );
     }
     if age_ms > policy.max_age_ms && !r.backfill {
         return reject(
             "too_old",
-            format!("{} is {} s old (limit {} s); send history with backfill=true", r.sensor_id, age_ms / 1000, policy.max_age_ms / 1000),
+            format!(
+                "{} is {} s old (limit {} s); send history with backfill=true",
+                r.sensor_id,
+                age_ms / 1000,
+                policy.max_age_ms / 1000
+            ),
         );
     }
     let mut flags = Vec::new();
@@ -182,7 +192,13 @@ mod tests {
             AssetId::from("pump-1"),
             Timestamp(NOW.0 - age_ms * 1000),
             "test",
-            SensorReading { sensor_id: "pump-1.temperature".into(), value, unit: unit.into(), sequence: 1, backfill: false },
+            SensorReading {
+                sensor_id: "pump-1.temperature".into(),
+                value,
+                unit: unit.into(),
+                sequence: 1,
+                backfill: false,
+            },
         )
     }
 
@@ -239,7 +255,10 @@ mod tests {
         let v = valid(validate(&reading(161.0, "degC", 0), Some(&sensor()), NOW, &Policy::default()));
         assert_eq!(v.value, 160.0);
         assert_eq!(v.quality_flags, vec!["clamped"]);
-        assert_eq!(code(validate(&reading(163.0, "degC", 0), Some(&sensor()), NOW, &Policy::default())), "out_of_range");
+        assert_eq!(
+            code(validate(&reading(163.0, "degC", 0), Some(&sensor()), NOW, &Policy::default())),
+            "out_of_range"
+        );
     }
 
     #[test]

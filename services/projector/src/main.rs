@@ -1,0 +1,64 @@
+//! projector: every read model, from Kafka into PostgreSQL, effectively once.
+
+use anyhow::Context;
+use sm_domain::topics;
+use sm_projector::{ProjectorConfig, assets::AssetsProjection, readings::ReadingsProjection, schema};
+use sm_storage::ProjectionWriter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ProjectorConfig::load().context("loading configuration")?;
+    let _telemetry = sm_telemetry::init("projector", &config.telemetry).context("starting telemetry")?;
+    tracing::info!(config = ?config, "starting");
+    let health = sm_telemetry::Health::new();
+    health.set("kafka", false);
+    health.set("postgres", false);
+    let (http_addr, _http) =
+        sm_telemetry::serve_http(config.telemetry.http_addr, health.clone(), std::future::pending())
+            .await
+            .context("starting /metrics")?;
+    tracing::info!(%http_addr, "serving /metrics /healthz /readyz");
+    let pool = sm_storage::connect(&config.postgres).context("SM_POSTGRES__URL")?;
+    let flavor = sm_storage::migrate(&pool, schema::COMPONENT, schema::MIGRATIONS)
+        .await
+        .context("migrating the read models (is PostgreSQL at SM_POSTGRES__URL?)")?;
+    health.set("postgres", true);
+    tracing::info!(?flavor, "read models ready");
+    sm_kafka::ensure_topics(
+        &config.kafka,
+        &[(topics::READINGS_VALIDATED, false), (topics::ASSETS, true), (topics::PROJECTIONS_REJECTED, false)],
+    )
+    .await
+    .context("creating topics")?;
+
+    // One signal stops every projection.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let readings = sm_kafka::Runtime::new(
+        config.kafka.clone(),
+        "projector-readings",
+        &[topics::READINGS_VALIDATED],
+        topics::PROJECTIONS_REJECTED,
+    )?
+    .with_health(health.clone())
+    .run_projection(ProjectionWriter::new(pool.clone(), ReadingsProjection::new(flavor)), signal());
+    let assets = sm_kafka::Runtime::new(
+        config.kafka.clone(),
+        "projector-assets",
+        &[topics::ASSETS],
+        topics::PROJECTIONS_REJECTED,
+    )?
+    .run_projection(ProjectionWriter::new(pool.clone(), AssetsProjection), signal());
+    tokio::spawn(async move {
+        sm_telemetry::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let (readings, assets) = tokio::join!(readings, assets);
+    tracing::info!(readings = ?readings.context("readings projection")?, assets = ?assets.context("assets projection")?, "stopped");
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The read-model tables. Time-series tables are hypertables with continuous aggregates when
+//! TimescaleDB is installed, and natively partitioned tables with rollups maintained by the
+//! projector otherwise; both expose the same columns, so the query service does not care.
+
+use sm_storage::{Flavor, Migration};
+
+/// Component name in `sm_schema_migrations`.
+pub const COMPONENT: &str = "projector";
+
+/// Applied in order by `sm_storage::migrate` at start.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "readings", sql: readings },
+    Migration { version: 2, name: "latest readings", sql: |_| LATEST.to_owned() },
+    Migration { version: 3, name: "minute and hour rollups", sql: rollups },
+    Migration { version: 4, name: "assets and sensors", sql: |_| ASSETS.to_owned() },
+];
+
+const READING_COLUMNS: &str = "
+    tenant_id     text             NOT NULL,
+    asset_id      text             NOT NULL,
+    sensor_id     text             NOT NULL,
+    sensor_type   text             NOT NULL,
+    occurred_at   timestamptz      NOT NULL,
+    value         double precision NOT NULL,
+    unit          text             NOT NULL,
+    sequence      bigint           NOT NULL,
+    quality_flags text[]           NOT NULL DEFAULT '{}',
+    backfill      boolean          NOT NULL DEFAULT false,
+    event_id      text             NOT NULL,
+    recorded_at   timestamptz      NOT NULL,
+    projected_at  timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (sensor_id, occurred_at, sequence)";
+
+fn readings(flavor: Flavor) -> String {
+    let table = match flavor {
+        // Daily partitions are created by the projector as readings arrive (readings.rs).
+        Flavor::Native => format!("CREATE TABLE readings ({READING_COLUMNS}) PARTITION BY RANGE (occurred_at);"),
+        Flavor::Timescale => format!(
+            "CREATE TABLE readings ({READING_COLUMNS});
+             SELECT create_hypertable('readings', 'occurred_at', chunk_time_interval => interval '1 day');"
+        ),
+    };
+    format!(
+        "{table}\nCREATE INDEX readings_asset_time ON readings (asset_id, occurred_at DESC, sensor_id DESC, sequence DESC);"
+    )
+}
+
+const LATEST: &str = "
+CREATE TABLE latest_readings (
+    sensor_id     text PRIMARY KEY,
+    tenant_id     text             NOT NULL,
+    asset_id      text             NOT NULL,
+    sensor_type   text             NOT NULL,
+    occurred_at   timestamptz      NOT NULL,
+    value         double precision NOT NULL,
+    unit          text             NOT NULL,
+    sequence      bigint           NOT NULL,
+    quality_flags text[]           NOT NULL,
+    backfill      boolean          NOT NULL,
+    event_id      text             NOT NULL
+);
+CREATE INDEX latest_readings_asset ON latest_readings (asset_id);";
+
+fn rollups(flavor: Flavor) -> String {
+    match flavor {
+        Flavor::Native => ["readings_1m", "readings_1h"]
+            .iter()
+            .map(|table| {
+                format!(
+                    "CREATE TABLE {table} (
+                         sensor_id   text             NOT NULL,
+                         asset_id    text             NOT NULL,
+                         bucket      timestamptz      NOT NULL,
+                         min_value   double precision NOT NULL,
+                         max_value   double precision NOT NULL,
+                         sum_value   double precision NOT NULL,
+                         count       bigint           NOT NULL,
+                         first_at    timestamptz      NOT NULL,
+                         first_value double precision NOT NULL,
+                         last_at     timestamptz      NOT NULL,
+                         last_value  double precision NOT NULL,
+                         PRIMARY KEY (sensor_id, bucket)
+                     );
+                     CREATE INDEX {table}_asset ON {table} (asset_id, bucket);"
+                )
+            })
+            .collect(),
+        Flavor::Timescale => [("readings_1m", "1 minute"), ("readings_1h", "1 hour")]
+            .iter()
+            .map(|(view, width)| {
+                format!(
+                    "CREATE MATERIALIZED VIEW {view} WITH (timescaledb.continuous) AS
+                     SELECT sensor_id, min(asset_id) AS asset_id, time_bucket(interval '{width}', occurred_at) AS bucket,
+                            min(value) AS min_value, max(value) AS max_value, sum(value) AS sum_value,
+                            count(*) AS count, min(occurred_at) AS first_at, first(value, occurred_at) AS first_value,
+                            max(occurred_at) AS last_at, last(value, occurred_at) AS last_value
+                     FROM readings GROUP BY sensor_id, bucket WITH NO DATA;
+                     SELECT add_continuous_aggregate_policy('{view}', start_offset => NULL,
+                            end_offset => NULL, schedule_interval => interval '{width}');"
+                )
+            })
+            .collect(),
+    }
+}
+
+const ASSETS: &str = "
+CREATE TABLE assets (
+    asset_id      text PRIMARY KEY,
+    tenant_id     text        NOT NULL,
+    name          text        NOT NULL,
+    asset_type    text        NOT NULL,
+    site          text        NOT NULL,
+    registered_at timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL
+);
+CREATE TABLE sensors (
+    sensor_id            text PRIMARY KEY,
+    asset_id             text             NOT NULL,
+    sensor_type          text             NOT NULL,
+    unit                 text             NOT NULL,
+    min_value            double precision NOT NULL,
+    max_value            double precision NOT NULL,
+    expected_interval_ms bigint           NOT NULL
+);
+CREATE INDEX sensors_asset ON sensors (asset_id);";
