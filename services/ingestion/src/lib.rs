@@ -56,6 +56,7 @@ impl IngestionConfig {
 
 /// Validates, normalises and de-duplicates readings.
 pub struct Ingestion {
+    output_topic: &'static str,
     registry: AssetRegistry,
     dedup: Deduplicator,
     policy: Policy,
@@ -64,7 +65,13 @@ pub struct Ingestion {
 
 impl Ingestion {
     pub fn new(registry: AssetRegistry, dedup: Deduplicator, policy: Policy) -> Self {
-        Self { registry, dedup, policy, metrics: IngestionMetrics::new() }
+        Self { output_topic: topics::READINGS_VALIDATED, registry, dedup, policy, metrics: IngestionMetrics::new() }
+    }
+
+    /// Writes validated readings to `topic` instead of `sm.readings.validated.v1` (tests).
+    pub fn with_output_topic(mut self, topic: &str) -> Self {
+        self.output_topic = Box::leak(topic.to_owned().into_boxed_str());
+        self
     }
 }
 
@@ -89,7 +96,7 @@ impl Handler for Ingestion {
         for flag in &validated.quality_flags {
             self.metrics.flagged(flag);
         }
-        Ok(Outputs::one(topics::READINGS_VALIDATED, validated))
+        Ok(Outputs::one(self.output_topic, validated))
     }
 }
 
