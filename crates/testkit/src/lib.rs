@@ -4,6 +4,8 @@
 //! skip, so a test can not pass by not running. Every test gets its own topics, group and
 //! `transactional.id` from [`unique`], so tests never see each other's records.
 
+pub mod bench;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
