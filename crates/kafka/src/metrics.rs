@@ -1,8 +1,8 @@
 //! What the runtime measures. One name for every agent, with an `agent` label, so a
 //! dashboard can sum or compare agents. Each method logs and counts together.
 
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
-use std::sync::OnceLock;
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
+use std::sync::{Arc, Mutex, OnceLock};
 
 struct Families {
     consumed: IntCounterVec,
@@ -63,19 +63,40 @@ fn families() -> &'static Families {
 pub struct RuntimeMetrics {
     agent: &'static str,
     handle_seconds: prometheus::Histogram,
+    /// Per-topic counters resolved once: label lookup hashes and locks, and this is the
+    /// per-record path.
+    consumed: Arc<Mutex<Vec<(String, IntCounter)>>>,
+    produced: Arc<Mutex<Vec<(String, IntCounter)>>>,
 }
 
 impl RuntimeMetrics {
     pub fn new(agent: &'static str) -> Self {
-        Self { agent, handle_seconds: families().handle_seconds.with_label_values(&[agent]) }
+        Self {
+            agent,
+            handle_seconds: families().handle_seconds.with_label_values(&[agent]),
+            consumed: Arc::default(),
+            produced: Arc::default(),
+        }
+    }
+
+    fn count(&self, cache: &Mutex<Vec<(String, IntCounter)>>, family: &IntCounterVec, topic: &str) {
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.iter().find(|(t, _)| t == topic) {
+            Some((_, counter)) => counter.inc(),
+            None => {
+                let counter = family.with_label_values(&[self.agent, topic]);
+                counter.inc();
+                cache.push((topic.to_owned(), counter));
+            }
+        }
     }
 
     pub fn consumed(&self, topic: &str) {
-        families().consumed.with_label_values(&[self.agent, topic]).inc();
+        self.count(&self.consumed, &families().consumed, topic);
     }
 
     pub fn produced(&self, topic: &str) {
-        families().produced.with_label_values(&[self.agent, topic]).inc();
+        self.count(&self.produced, &families().produced, topic);
     }
 
     pub fn handled(&self, seconds: f64) {

@@ -272,25 +272,33 @@ struct Batch {
     open: bool,
     started: Instant,
     records: usize,
-    /// Next offset to consume (last processed + 1) per partition.
-    next_offsets: HashMap<(String, i32), i64>,
+    /// Next offset to consume (last processed + 1) per partition. A batch touches a handful
+    /// of partitions, so a vector searched by `&str` beats a map keyed by owned strings on
+    /// the per-record path.
+    next_offsets: Vec<((String, i32), i64)>,
 }
 
 impl Default for Batch {
     fn default() -> Self {
-        Self { open: false, started: Instant::now(), records: 0, next_offsets: HashMap::new() }
+        Self { open: false, started: Instant::now(), records: 0, next_offsets: Vec::new() }
     }
 }
 
 impl Batch {
     fn done(&mut self, topic: &str, partition: i32, offset: i64) {
         self.records += 1;
-        match self.next_offsets.get_mut(&(topic.to_owned(), partition)) {
-            Some(next) => *next = offset + 1,
-            None => {
-                self.next_offsets.insert((topic.to_owned(), partition), offset + 1);
-            }
+        match self.next_offsets.iter_mut().find(|((t, p), _)| *p == partition && t == topic) {
+            Some((_, next)) => *next = offset + 1,
+            None => self.next_offsets.push(((topic.to_owned(), partition), offset + 1)),
         }
+    }
+
+    fn holds(&self, topic: &str, partition: i32) -> bool {
+        self.next_offsets.iter().any(|((t, p), _)| *p == partition && t == topic)
+    }
+
+    fn partitions(&self) -> Vec<(String, i32)> {
+        self.next_offsets.iter().map(|(tp, _)| tp.clone()).collect()
     }
 
     fn offsets(&self) -> Result<TopicPartitionList, KafkaError> {
@@ -346,9 +354,11 @@ impl<C> Worker<'_, C> {
 
     /// True when `message` predates a seek of its partition.
     fn is_stale(&self, message: &BorrowedMessage<'_>) -> bool {
-        self.skip_below
-            .get(&(message.topic().to_owned(), message.partition()))
-            .is_some_and(|next| message.offset() < *next)
+        !self.skip_below.is_empty()
+            && self
+                .skip_below
+                .get(&(message.topic().to_owned(), message.partition()))
+                .is_some_and(|next| message.offset() < *next)
     }
 }
 
@@ -662,7 +672,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         C::rollback(handler);
         self.metrics.aborted(&error.to_string());
         self.summary.aborted_transactions += 1;
-        let partitions: Vec<(String, i32)> = self.batch.next_offsets.keys().cloned().collect();
+        let partitions = self.batch.partitions();
         self.batch.reset();
         self.rewind(consumer, handler, &partitions).await
     }
@@ -684,7 +694,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         if revoked.is_empty() || !self.batch.open {
             return Ok(());
         }
-        if revoked.iter().any(|tp| self.batch.next_offsets.contains_key(tp)) {
+        if revoked.iter().any(|(topic, partition)| self.batch.holds(topic, *partition)) {
             let error = KafkaError::Rebalance(RDKafkaErrorCode::RevokePartitions);
             self.recover(consumer, handler, &error).await?;
         }
