@@ -18,7 +18,7 @@ FROM rust:${RUST_VERSION}-bookworm AS builder
 # CMake; the `cmake-build` feature is off), linking the system OpenSSL and zlib found by
 # pkg-config. The rust:bookworm image ships most of these already; listing them keeps the
 # build working if the base image slims down. No cmake, libsasl2 (gssapi is off) or python.
-# When crates/proto lands: add protobuf-compiler here if its build.rs calls protoc.
+# No protoc either: crates/proto/build.rs parses proto/ with protox (pure Rust).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential pkg-config libssl-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -57,7 +57,7 @@ RUN groupadd --system --gid 10001 sm \
 COPY --from=builder /out/passthrough /usr/local/bin/
 # COPY --from=builder /out/ingestion /usr/local/bin/
 # COPY --from=builder /out/projector /usr/local/bin/
-# COPY --from=builder /out/query /usr/local/bin/
+COPY --from=builder /out/query /usr/local/bin/
 COPY --from=builder /out/smctl /usr/local/bin/
 
 USER 10001:10001

@@ -14,9 +14,11 @@ demo:
 	cargo build --release --bins
 	deploy/local/demo
 
-## Every test: unit, hermetic (mock cluster) and against the real stack. Starts the stack if
+## Every test: unit, hermetic (mock cluster) and against the real stack. The end-to-end
+## tests run the service binaries as processes, so those are built first. Starts the stack if
 ## it is not running, and stops it afterwards if it started it.
 test:
+	cargo build --workspace --bins --locked
 	$(WITH_STACK) cargo test --workspace --locked --no-fail-fast
 
 ## Formatting and lints (warnings are errors).

@@ -21,15 +21,26 @@ struct Service {
 }
 
 fn services() -> Vec<Service> {
-    vec![Service {
-        binary: "passthrough",
-        defaults: serde_json::to_value(sm_passthrough::PassthroughConfig::default()).unwrap(),
-        load: |env| {
-            let config: sm_passthrough::PassthroughConfig =
-                sm_telemetry::config::load_from(None, env).map_err(|e| e.to_string())?;
-            config.kafka.validate()
+    vec![
+        Service {
+            binary: "passthrough",
+            defaults: serde_json::to_value(sm_passthrough::PassthroughConfig::default()).unwrap(),
+            load: |env| {
+                let config: sm_passthrough::PassthroughConfig =
+                    sm_telemetry::config::load_from(None, env).map_err(|e| e.to_string())?;
+                config.kafka.validate()
+            },
         },
-    }]
+        Service {
+            binary: "query",
+            defaults: serde_json::to_value(sm_query::QueryConfig::default()).unwrap(),
+            load: |env| {
+                let config: sm_query::QueryConfig =
+                    sm_telemetry::config::load_from(None, env).map_err(|e| e.to_string())?;
+                config.validate()
+            },
+        },
+    ]
 }
 
 /// Checks one deployed service: its env against the configuration, its port against its

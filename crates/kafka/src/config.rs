@@ -167,9 +167,6 @@ impl KafkaConfig {
                 config.set(key, value);
             }
         }
-        if self.statistics_interval_ms > 0 {
-            config.set("statistics.interval.ms", self.statistics_interval_ms.to_string());
-        }
         for (key, value) in &self.librdkafka {
             config.set(key, value);
         }
@@ -190,6 +187,10 @@ impl KafkaConfig {
             .set("heartbeat.interval.ms", (self.session_timeout_ms / 4).max(500).to_string())
             .set("queued.max.messages.kbytes", self.fetch_queue_max_kbytes.to_string())
             .set("enable.partition.eof", "false");
+        // Statistics feed the consumer-lag metric; only the runtime's consumer context reads them.
+        if self.statistics_interval_ms > 0 {
+            config.set("statistics.interval.ms", self.statistics_interval_ms.to_string());
+        }
         config
     }
 

@@ -165,16 +165,16 @@ impl Runtime {
         };
         self.health.set("kafka", true);
         tracing::info!(agent = self.agent, group, inputs = ?self.inputs, transactional = C::IS_TRANSACTIONAL, "runtime started");
-        let mut shutdown = std::pin::pin!(shutdown);
+        let mut stop = Stop::new(shutdown);
         let commit_interval = Duration::from_millis(self.config.commit_interval_ms);
         loop {
             let received = if worker.batch.open {
                 let deadline = tokio::time::Instant::from_std(worker.batch.started + commit_interval);
                 tokio::select! {
                     biased;
-                    () = &mut shutdown => break,
+                    () = stop.requested() => break,
                     () = tokio::time::sleep_until(deadline) => {
-                        worker.commit(&consumer, &mut handler, &mut shutdown).await?;
+                        worker.commit(&consumer, &mut handler, &mut stop).await?;
                         continue;
                     }
                     received = consumer.recv() => received,
@@ -182,7 +182,7 @@ impl Runtime {
             } else {
                 tokio::select! {
                     biased;
-                    () = &mut shutdown => break,
+                    () = stop.requested() => break,
                     received = consumer.recv() => received,
                 }
             };
@@ -199,7 +199,7 @@ impl Runtime {
             if worker.seek_assigned(&consumer, &mut handler, &message).await? || worker.is_stale(&message) {
                 continue;
             }
-            match worker.process(&consumer, &mut handler, &message, &mut shutdown).await? {
+            match worker.process(&consumer, &mut handler, &message, &mut stop).await? {
                 Flow::Continue => {}
                 Flow::Rewound => continue,
                 Flow::Shutdown => break,
@@ -207,11 +207,11 @@ impl Runtime {
             if worker.batch.records >= self.config.max_batch_records
                 || worker.batch.started.elapsed() >= commit_interval
             {
-                worker.commit(&consumer, &mut handler, &mut shutdown).await?;
+                worker.commit(&consumer, &mut handler, &mut stop).await?;
             }
         }
         worker.drop_revoked(&consumer, &mut handler).await?;
-        worker.commit(&consumer, &mut handler, &mut std::pin::pin!(std::future::ready(()))).await?;
+        worker.commit(&consumer, &mut handler, &mut stop).await?;
         self.health.set("kafka", false);
         let summary = worker.summary;
         tracing::info!(agent = self.agent, ?summary, "runtime stopped");
@@ -256,6 +256,26 @@ impl<H: ExternalCheckpoint> Committer<H> for External {
         partitions: &[(String, i32)],
     ) -> Result<Option<Vec<PartitionOffset>>, BoxError> {
         handler.stored_offsets(partitions).await.map(Some)
+    }
+}
+
+/// The shutdown signal, safe to wait for many times: once it has fired, every later wait
+/// returns at once (a completed future must never be polled again).
+struct Stop<F> {
+    signal: Pin<Box<F>>,
+    requested: bool,
+}
+
+impl<F: Future<Output = ()>> Stop<F> {
+    fn new(signal: F) -> Self {
+        Self { signal: Box::pin(signal), requested: false }
+    }
+
+    async fn requested(&mut self) {
+        if !self.requested {
+            self.signal.as_mut().await;
+            self.requested = true;
+        }
     }
 }
 
@@ -382,7 +402,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         consumer: &StreamConsumer<RuntimeContext>,
         handler: &mut H,
         message: &BorrowedMessage<'_>,
-        shutdown: &mut Pin<&mut S>,
+        stop: &mut Stop<S>,
     ) -> Result<Flow, RuntimeError>
     where
         C: Committer<H>,
@@ -433,12 +453,12 @@ impl<C: CommitterKind> Worker<'_, C> {
                     self.summary.retried += 1;
                     // Commit what is done, so a long outage neither holds a transaction open
                     // past its timeout nor redoes finished records. This record stays unmarked.
-                    if self.batch.records > 0 && !self.commit(consumer, handler, shutdown).await? {
+                    if self.batch.records > 0 && !self.commit(consumer, handler, stop).await? {
                         return Ok(Flow::Rewound);
                     }
                     tokio::select! {
                         biased;
-                        () = shutdown.as_mut() => return Ok(Flow::Shutdown),
+                        () = stop.requested() => return Ok(Flow::Shutdown),
                         () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
                     }
                     backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
@@ -566,7 +586,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         &mut self,
         consumer: &StreamConsumer<RuntimeContext>,
         handler: &mut H,
-        shutdown: &mut Pin<&mut S>,
+        stop: &mut Stop<S>,
     ) -> Result<bool, RuntimeError>
     where
         C: Committer<H>,
@@ -577,7 +597,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         let result = if C::IS_TRANSACTIONAL {
             self.commit_transaction(consumer).await?
         } else {
-            self.commit_external(handler, shutdown).await?
+            self.commit_external(handler, stop).await?
         };
         match result {
             Ok(()) => {
@@ -614,7 +634,7 @@ impl<C: CommitterKind> Worker<'_, C> {
     async fn commit_external<H: Handler, S: Future<Output = ()>>(
         &mut self,
         handler: &mut H,
-        shutdown: &mut Pin<&mut S>,
+        stop: &mut Stop<S>,
     ) -> Result<Result<(), KafkaError>, RuntimeError>
     where
         C: Committer<H>,
@@ -633,7 +653,7 @@ impl<C: CommitterKind> Worker<'_, C> {
                     self.summary.retried += 1;
                     tokio::select! {
                         biased;
-                        () = shutdown.as_mut() => {
+                        () = stop.requested() => {
                             return Ok(Err(KafkaError::Canceled));
                         }
                         () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}

@@ -160,3 +160,58 @@ async fn a_failed_commit_aborts_rewinds_and_loses_nothing() {
     assert_eq!(seen, expected);
     assert!(summary.consumed > 300, "the aborted batch was consumed again: {summary:?}");
 }
+
+/// A projection whose store is down for good: commits always fail.
+struct StoreDown {
+    inner: Scripted,
+    attempts: u32,
+}
+
+impl Handler for StoreDown {
+    type Input = SensorReading;
+
+    async fn handle(&mut self, input: &Envelope<SensorReading>, source: &Source<'_>) -> Result<Outputs, HandleError> {
+        self.inner.handle(input, source).await.map(|_| Outputs::none())
+    }
+}
+
+impl sm_kafka::ExternalCheckpoint for StoreDown {
+    async fn commit(&mut self, _: &[sm_kafka::PartitionOffset]) -> Result<(), sm_kafka::BoxError> {
+        self.attempts += 1;
+        Err("database unavailable".into())
+    }
+
+    fn rollback(&mut self) {}
+
+    async fn stored_offsets(
+        &mut self,
+        _: &[(String, i32)],
+    ) -> Result<Vec<sm_kafka::PartitionOffset>, sm_kafka::BoxError> {
+        Ok(vec![])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_retrying_stops_cleanly_without_committing() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("in", 1, 1).unwrap();
+    cluster.create_topic(DEAD_LETTERS, 1, 1).unwrap();
+    let codec = Codec::embedded().unwrap();
+    produce(&cluster.bootstrap_servers(), "in", records(&codec, 20));
+    let config = KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers(),
+        group_id: "g".into(),
+        commit_interval_ms: 20,
+        retry_initial_backoff_ms: 5,
+        retry_max_backoff_ms: 20,
+        statistics_interval_ms: 0,
+        ..Default::default()
+    };
+    let runtime = Runtime::new(config, "mock-test", &["in"], DEAD_LETTERS).unwrap();
+    let handler = StoreDown { inner: Scripted { transient_failures: HashMap::new() }, attempts: 0 };
+    // An `async` block panics if polled again after completing: the loop must remember it fired.
+    let stop = async { tokio::time::sleep(Duration::from_secs(8)).await };
+    let summary = runtime.run_projection(handler, stop).await.unwrap();
+    assert!(summary.retried > 5, "the failing store was retried: {summary:?}");
+    assert_eq!(summary.committed_transactions, 0);
+}

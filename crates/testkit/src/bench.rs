@@ -28,8 +28,9 @@ pub async fn raw_copy_loop(bootstrap: &str, input: &str, output: &str, total: us
     for _ in 0..total {
         let message = consumer.recv().await.expect("recv");
         started.get_or_insert_with(Instant::now);
-        let mut record =
-            BaseRecord::to(output).key(message.key().unwrap_or_default()).payload(message.payload().unwrap_or_default());
+        let mut record = BaseRecord::to(output)
+            .key(message.key().unwrap_or_default())
+            .payload(message.payload().unwrap_or_default());
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -46,7 +47,14 @@ pub async fn raw_copy_loop(bootstrap: &str, input: &str, output: &str, total: us
 
 /// Waits until `group` has committed offsets covering `total` records of `topic`; returns
 /// seconds since `started`. Panics after `limit`.
-pub async fn wait_committed(bootstrap: &str, group: &str, topic: &str, total: usize, started: Instant, limit: Duration) -> f64 {
+pub async fn wait_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    total: usize,
+    started: Instant,
+    limit: Duration,
+) -> f64 {
     let watcher: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().expect("watcher");
     let metadata = watcher.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
@@ -70,7 +78,9 @@ pub async fn wait_committed(bootstrap: &str, group: &str, topic: &str, total: us
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     format!("{} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))
 }

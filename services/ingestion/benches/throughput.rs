@@ -12,8 +12,12 @@ use sm_testkit::{Record, Stack, create_topic, produce, stack_from_env_file, uniq
 use std::time::{Duration, Instant};
 
 const ASSETS: usize = 50;
-const SENSORS: [(&str, &str, &str); 4] =
-    [("temperature", "temperature", "degC"), ("vibration", "vibration_rms", "mm/s"), ("pressure", "pressure", "kPa"), ("current", "current", "A")];
+const SENSORS: [(&str, &str, &str); 4] = [
+    ("temperature", "temperature", "degC"),
+    ("vibration", "vibration_rms", "mm/s"),
+    ("pressure", "pressure", "kPa"),
+    ("current", "current", "A"),
+];
 
 #[tokio::main]
 async fn main() {
@@ -80,7 +84,10 @@ async fn main() {
     follower.abort();
 
     println!("machine: {}", machine());
-    println!("records: {total} valid readings of {} sensors, 6 partitions, one local KRaft broker, local Redis", ASSETS * SENSORS.len());
+    println!(
+        "records: {total} valid readings of {} sensors, 6 partitions, one local KRaft broker, local Redis",
+        ASSETS * SENSORS.len()
+    );
     println!("raw librdkafka consume+produce:           {:>8.0} readings/s", total as f64 / raw);
     println!("exactly-once pass-through agent:         {:>8.0} readings/s", total as f64 / passthrough);
     println!("ingestion agent (validate+dedup, EOS):   {:>8.0} readings/s", total as f64 / ingestion);

@@ -40,6 +40,10 @@ fn reading(
     )
 }
 
+/// A record to send: value, headers, and the reason it must be dead-lettered with (`None`:
+/// it must pass).
+type Case = (Vec<u8>, Vec<(String, String)>, Option<&'static str>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validates_normalises_dead_letters_and_deduplicates_across_instances() {
     let stack = stack_from_env_file();
@@ -73,7 +77,7 @@ async fn validates_normalises_dead_letters_and_deduplicates_across_instances() {
     );
 
     // (record, expected reason or None when valid)
-    let mut cases: Vec<(Vec<u8>, Vec<(String, String)>, Option<&str>)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     let mut avro = |e: Envelope<SensorReading>, reason: Option<&'static str>| {
         cases.push((codec.encode(&e).unwrap(), vec![], reason))
     };

@@ -65,8 +65,14 @@ async fn main() {
 
     println!("machine: {}", machine());
     println!("records: {total}, mean value size {mean_size:.0} bytes, 6 partitions, one local KRaft broker");
-    println!("raw librdkafka consume+produce (no decode, no transactions): {:>9.0} records/s ({raw:.2} s)", total as f64 / raw);
-    println!("exactly-once pass-through agent (Avro decode+encode, txns):  {:>9.0} records/s ({eos:.2} s)", total as f64 / eos);
+    println!(
+        "raw librdkafka consume+produce (no decode, no transactions): {:>9.0} records/s ({raw:.2} s)",
+        total as f64 / raw
+    );
+    println!(
+        "exactly-once pass-through agent (Avro decode+encode, txns):  {:>9.0} records/s ({eos:.2} s)",
+        total as f64 / eos
+    );
     println!("ratio exactly-once / raw: {:.2}", raw / eos);
     println!("peak RSS of the bench process (input generation + both loops): {:.0} MiB", peak_rss_mib());
 }

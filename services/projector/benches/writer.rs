@@ -66,8 +66,18 @@ async fn main() {
             .await
             .unwrap();
         let types = [
-            Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::FLOAT8, Type::TEXT, Type::INT8,
-            Type::TEXT_ARRAY, Type::BOOL, Type::TEXT, Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::FLOAT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT_ARRAY,
+            Type::BOOL,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
         ];
         let writer = BinaryCopyInWriter::new(sink, &types);
         let mut writer = std::pin::pin!(writer);
@@ -76,9 +86,18 @@ async fn main() {
             writer
                 .as_mut()
                 .write(&[
-                    &e.header.tenant_id.0, &e.header.asset_id.0, &e.payload.sensor_id.0, &e.payload.sensor_type,
-                    &at(e.header.occurred_at), &e.payload.value, &e.payload.unit, &e.payload.sequence,
-                    &e.payload.quality_flags, &e.payload.backfill, &e.header.event_id.to_string(), &at(e.header.recorded_at),
+                    &e.header.tenant_id.0,
+                    &e.header.asset_id.0,
+                    &e.payload.sensor_id.0,
+                    &e.payload.sensor_type,
+                    &at(e.header.occurred_at),
+                    &e.payload.value,
+                    &e.payload.unit,
+                    &e.payload.sequence,
+                    &e.payload.quality_flags,
+                    &e.payload.backfill,
+                    &e.header.event_id.to_string(),
+                    &at(e.header.recorded_at),
                 ])
                 .await
                 .unwrap();
@@ -96,14 +115,22 @@ async fn main() {
         let tx = client.transaction().await.unwrap();
         projection.write(&tx, chunk).await.unwrap();
         let next_offset = ((n + 1) * BATCH) as i64;
-        offsets::store(&tx, "bench", &[PartitionOffset { topic: topic.clone(), partition: 0, next_offset }]).await.unwrap();
+        offsets::store(&tx, "bench", &[PartitionOffset { topic: topic.clone(), partition: 0, next_offset }])
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
     let projection_secs = started.elapsed().as_secs_f64();
 
     println!("machine: {}", machine());
     println!("rows: {total} readings of 400 sensors, batches of {BATCH}, PostgreSQL ({flavor:?} partitioning)");
-    println!("raw binary COPY into readings:                    {:>8.0} rows/s ({copy_secs:.2} s)", total as f64 / copy_secs);
-    println!("projection write (rows + latest + 2 rollups + offsets): {:>8.0} rows/s ({projection_secs:.2} s)", total as f64 / projection_secs);
+    println!(
+        "raw binary COPY into readings:                    {:>8.0} rows/s ({copy_secs:.2} s)",
+        total as f64 / copy_secs
+    );
+    println!(
+        "projection write (rows + latest + 2 rollups + offsets): {:>8.0} rows/s ({projection_secs:.2} s)",
+        total as f64 / projection_secs
+    );
     println!("ratio projection / COPY: {:.2}", copy_secs / projection_secs);
 }

@@ -24,8 +24,8 @@ impl Projection for AssetsProjection {
             let at = h.recorded_at.as_micros();
             tx.execute(
                 "INSERT INTO assets (asset_id, tenant_id, name, asset_type, site, registered_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, timestamptz 'epoch' + $6 * interval '1 microsecond',
-                         timestamptz 'epoch' + $6 * interval '1 microsecond')
+                 VALUES ($1, $2, $3, $4, $5, timestamptz 'epoch' + $6::bigint * interval '1 microsecond',
+                         timestamptz 'epoch' + $6::bigint * interval '1 microsecond')
                  ON CONFLICT (asset_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, name = EXCLUDED.name,
                      asset_type = EXCLUDED.asset_type, site = EXCLUDED.site, updated_at = EXCLUDED.updated_at",
                 &[&h.asset_id.0, &h.tenant_id.0, &a.name, &a.asset_type, &a.site, &at],

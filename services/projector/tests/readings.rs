@@ -167,3 +167,71 @@ async fn projects_rows_latest_and_rollups_and_ignores_late_data_for_latest() {
         .collect();
     assert_eq!(before, after, "a replay must not count rows twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_asset_registrations_and_replaces_sensor_lists() {
+    use sm_domain::{AssetRegistered, SensorSpec};
+    use sm_projector::assets::AssetsProjection;
+    let stack = stack_from_env_file();
+    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2 }).unwrap();
+    migrate(&pool, schema::COMPONENT, schema::MIGRATIONS).await.unwrap();
+    let topic = unique("assets");
+    create_topic(&stack.kafka, &topic, 1).await;
+    let asset = unique("pump");
+    let spec = |suffix: &str| SensorSpec {
+        sensor_id: format!("{asset}.{suffix}").into(),
+        sensor_type: "temperature".into(),
+        unit: "degC".into(),
+        min_value: -40.0,
+        max_value: 160.0,
+        expected_interval_ms: 1000,
+    };
+    let register = |name: &str, sensors: Vec<SensorSpec>| {
+        Envelope::origin(
+            TenantId::from("t"),
+            AssetId(asset.clone()),
+            Timestamp::now(),
+            "test",
+            AssetRegistered { name: name.into(), asset_type: "pump".into(), site: "plant-a".into(), sensors },
+        )
+    };
+    let codec = Codec::embedded().unwrap();
+    let events = [register("first", vec![spec("a"), spec("b")]), register("renamed", vec![spec("b"), spec("c")])];
+    produce(
+        &stack.kafka,
+        &topic,
+        events.iter().map(|e| Record {
+            key: asset.as_bytes().to_vec(),
+            value: codec.encode(e).unwrap(),
+            headers: vec![],
+        }),
+    );
+    let config = KafkaConfig { bootstrap_servers: stack.kafka.clone(), group_id: unique("g"), ..Default::default() };
+    let runtime = Runtime::new(config, "projector-assets-test", &[&topic], &format!("{topic}-dlq")).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runtime.run_projection(ProjectionWriter::new(pool.clone(), AssetsProjection), async {
+        let _ = stopped.await;
+    }));
+    let client = pool.get().await.unwrap();
+    let started = Instant::now();
+    loop {
+        let name: Option<String> =
+            client.query_opt("SELECT name FROM assets WHERE asset_id = $1", &[&asset]).await.unwrap().map(|r| r.get(0));
+        if name.as_deref() == Some("renamed") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "asset not projected: {name:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    let summary = task.await.unwrap().unwrap();
+    assert_eq!(summary.rejected, 0);
+    let sensors: Vec<String> = client
+        .query("SELECT sensor_id FROM sensors WHERE asset_id = $1 ORDER BY 1", &[&asset])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(sensors, vec![format!("{asset}.b"), format!("{asset}.c")], "the latest registration's sensors only");
+}

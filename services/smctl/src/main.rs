@@ -1,10 +1,25 @@
-//! smctl: the operator's command line.
+//! smctl: the operator's command line. This file only parses arguments and dispatches; each
+//! command lives in its own module.
 //!
 //! - `smctl topics create`: creates every platform topic (idempotent);
+//! - `smctl assets apply FILE`: registers a catalog's assets ([`assets`], [`catalog`]);
+//! - `smctl simulate`: a fleet of gateways sending readings, with scenarios, bad records and
+//!   duplicates ([`simulate`], planned by [`plan`] and [`scenario`]);
+//! - `smctl ingest-file FILE`: bulk import of historical readings ([`ingest_file`]);
 //! - `smctl demo passthrough`: publishes generated readings (with a share of undecodable
 //!   ones) to the pass-through agent's input and reports what came out the other side.
+//!
+//! [`publish`] holds the producer the bulk commands share; [`rfc3339`] the timestamps.
 
+mod assets;
+mod catalog;
 mod demo;
+mod ingest_file;
+mod plan;
+mod publish;
+mod rfc3339;
+mod scenario;
+mod simulate;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,11 +40,26 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
+    /// The asset registry (sm.assets.v1).
+    Assets {
+        #[command(subcommand)]
+        action: AssetsAction,
+    },
+    /// Simulates a fleet of gateways sending readings to sm.readings.raw.v1.
+    Simulate(simulate::SimulateArgs),
+    /// Imports historical readings (backfill) from CSV or JSON lines.
+    IngestFile(ingest_file::IngestFileArgs),
     /// End-to-end demonstrations against a running stack.
     Demo {
         #[command(subcommand)]
         scenario: DemoScenario,
     },
+}
+
+#[derive(Subcommand)]
+enum AssetsAction {
+    /// Registers every asset of a catalog file: one AssetRegistered each, keyed by asset id.
+    Apply(assets::ApplyArgs),
 }
 
 #[derive(Subcommand)]
@@ -76,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Assets { action: AssetsAction::Apply(args) } => assets::apply(&config.kafka, args).await,
+        Command::Simulate(args) => simulate::run(&config.kafka, args).await,
+        Command::IngestFile(args) => ingest_file::run(&config.kafka, args).await,
         Command::Demo { scenario: DemoScenario::Passthrough { readings, bad_fraction, timeout_secs } } => {
             anyhow::ensure!((0.0..1.0).contains(&bad_fraction), "--bad-fraction must be in [0, 1)");
             demo::passthrough(&config.kafka, readings, bad_fraction, std::time::Duration::from_secs(timeout_secs)).await

@@ -1,0 +1,132 @@
+//! Settings of the query service: the shared sections (`SM_KAFKA__*`, `SM_POSTGRES__*`,
+//! `SM_TELEMETRY__*`) and its own (`SM_QUERY__*`). Loading and validation only; nothing here
+//! connects to anything.
+
+use serde::{Deserialize, Serialize};
+use sm_kafka::KafkaConfig;
+use sm_storage::PostgresConfig;
+use sm_telemetry::{ConfigError, TelemetryConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Everything the query service is configured with. Every field has a safe local default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Only for `RegisterAsset`, which publishes an event (idempotent producer, no consumer).
+    pub kafka: KafkaConfig,
+    /// The projections the service reads. It never migrates them: the projector owns the schema.
+    pub postgres: PostgresConfig,
+    pub telemetry: TelemetryConfig,
+    pub query: QuerySettings,
+}
+
+/// The query service's own settings (`SM_QUERY__*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerySettings {
+    /// gRPC listen address. 127.0.0.1 by default (safe on a laptop); `0.0.0.0:50051` in a
+    /// container.
+    pub grpc_addr: SocketAddr,
+    /// Largest `page_size` a client may ask for; more is `INVALID_ARGUMENT`. Bounds the rows
+    /// one request reads and the size of one response (about 200 bytes per reading).
+    pub max_page_size: u32,
+    /// Page size when a request sends 0.
+    pub default_page_size: u32,
+    /// Where `RegisterAsset` publishes `AssetRegistered` events; the projector and ingestion
+    /// read it. Only tests change it.
+    pub assets_topic: String,
+    /// How long `RegisterAsset` waits for the broker's acknowledgement (librdkafka's
+    /// `message.timeout.ms`) before answering `UNAVAILABLE`.
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for QuerySettings {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_page_size: 1000,
+            default_page_size: 100,
+            assets_topic: sm_domain::topics::ASSETS.to_owned(),
+            publish_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// Loads from the process environment (and `SM_CONFIG`), then validates.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_from(&env)
+    }
+
+    /// As [`QueryConfig::load`], from the given environment (tests pass a map).
+    pub fn load_from(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let config: Self = sm_telemetry::load_config(env)?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Checks the settings before any connection; the error names the setting to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        self.kafka.validate()?;
+        let query = &self.query;
+        if query.max_page_size == 0 {
+            return Err("SM_QUERY__MAX_PAGE_SIZE must be at least 1".into());
+        }
+        if query.default_page_size == 0 || query.default_page_size > query.max_page_size {
+            return Err(format!(
+                "SM_QUERY__DEFAULT_PAGE_SIZE={} must be between 1 and SM_QUERY__MAX_PAGE_SIZE ({})",
+                query.default_page_size, query.max_page_size
+            ));
+        }
+        if query.assets_topic.trim().is_empty() {
+            return Err("SM_QUERY__ASSETS_TOPIC is empty: leave it unset for sm.assets.v1".into());
+        }
+        if query.publish_timeout_ms == 0 {
+            return Err("SM_QUERY__PUBLISH_TIMEOUT_MS must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_validate_and_match_the_documentation() {
+        let config = QueryConfig::load_from(&HashMap::new()).unwrap();
+        assert_eq!(config.query.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!((config.query.default_page_size, config.query.max_page_size), (100, 1000));
+        assert_eq!(config.query.assets_topic, "sm.assets.v1");
+    }
+
+    #[test]
+    fn env_overrides_the_grpc_address_and_page_sizes() {
+        let config = QueryConfig::load_from(&env(&[
+            ("SM_QUERY__GRPC_ADDR", "0.0.0.0:50051"),
+            ("SM_QUERY__MAX_PAGE_SIZE", "50"),
+            ("SM_QUERY__DEFAULT_PAGE_SIZE", "20"),
+        ]))
+        .unwrap();
+        assert_eq!(config.query.grpc_addr.to_string(), "0.0.0.0:50051");
+        assert_eq!((config.query.default_page_size, config.query.max_page_size), (20, 50));
+    }
+
+    #[test]
+    fn a_default_page_size_above_the_maximum_names_both_settings() {
+        let error = QueryConfig::load_from(&env(&[("SM_QUERY__DEFAULT_PAGE_SIZE", "2000")])).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("SM_QUERY__DEFAULT_PAGE_SIZE") && message.contains("SM_QUERY__MAX_PAGE_SIZE"));
+    }
+
+    #[test]
+    fn a_typo_in_the_query_section_is_an_error() {
+        assert!(QueryConfig::load_from(&env(&[("SM_QUERY__GRPC_ADR", "0.0.0.0:1")])).is_err());
+    }
+}
