@@ -17,6 +17,7 @@ mod demo;
 mod ingest_file;
 mod plan;
 mod publish;
+mod query;
 mod rfc3339;
 mod scenario;
 mod simulate;
@@ -45,6 +46,10 @@ enum Command {
         #[command(subcommand)]
         action: AssetsAction,
     },
+    /// Readings of an asset or sensor, newest first (gRPC ListReadings).
+    Readings(query::ReadingsArgs),
+    /// The latest reading of each sensor of an asset (gRPC Latest).
+    Latest(query::LatestArgs),
     /// Simulates a fleet of gateways sending readings to sm.readings.raw.v1.
     Simulate(simulate::SimulateArgs),
     /// Imports historical readings (backfill) from CSV or JSON lines.
@@ -70,6 +75,9 @@ enum TopicsAction {
 
 #[derive(Subcommand)]
 enum DemoScenario {
+    /// Simulates a small fleet through the running ingestion agent, projector and query
+    /// service; reads the readings back over gRPC and checks every one is accounted for.
+    Readings(demo::ReadingsDemoArgs),
     /// Sends readings through the running pass-through agent and checks every one came out
     /// once: forwarded if valid, dead-lettered with a reason if not.
     Passthrough {
@@ -90,6 +98,7 @@ enum DemoScenario {
 #[serde(default, deny_unknown_fields)]
 struct SmctlConfig {
     kafka: KafkaConfig,
+    postgres: sm_storage::PostgresConfig,
 }
 
 #[tokio::main]
@@ -107,7 +116,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Assets { action: AssetsAction::Apply(args) } => assets::apply(&config.kafka, args).await,
-        Command::Simulate(args) => simulate::run(&config.kafka, args).await,
+        Command::Readings(args) => query::readings(args).await,
+        Command::Latest(args) => query::latest(args).await,
+        Command::Demo { scenario: DemoScenario::Readings(args) } => {
+            demo::readings(&config.kafka, &config.postgres, args).await
+        }
+        Command::Simulate(args) => simulate::run(&config.kafka, args).await.map(|_| ()),
         Command::IngestFile(args) => ingest_file::run(&config.kafka, args).await,
         Command::Demo { scenario: DemoScenario::Passthrough { readings, bad_fraction, timeout_secs } } => {
             anyhow::ensure!((0.0..1.0).contains(&bad_fraction), "--bad-fraction must be in [0, 1)");

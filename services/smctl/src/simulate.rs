@@ -149,7 +149,7 @@ impl SimulateArgs {
     }
 }
 
-pub async fn run(config: &KafkaConfig, args: SimulateArgs) -> anyhow::Result<()> {
+pub async fn run(config: &KafkaConfig, args: SimulateArgs) -> anyhow::Result<Summary> {
     let total = args.total()?;
     let templates = match &args.catalog {
         Some(path) => Catalog::load(path).with_context(|| format!("loading templates from {}", path.display()))?,
@@ -217,7 +217,7 @@ pub async fn run(config: &KafkaConfig, args: SimulateArgs) -> anyhow::Result<()>
     }
     // A partial run is not a success: scripts comparing counts must not take it for one.
     anyhow::ensure!(!summary.interrupted, "interrupted after {} of {total} readings", summary.tally.sent);
-    Ok(())
+    Ok(summary)
 }
 
 /// Sends the whole plan at `rate` readings/s, or until `shutdown` completes; returns what it
