@@ -24,7 +24,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
-# .dockerignore lets in only what cargo needs (manifests, crates/, services/, schemas/, proto/).
+# .dockerignore lets in only what cargo needs (manifests, rustfmt.toml, crates/, services/,
+# tests/ (a workspace member), schemas/, proto/).
 COPY . .
 
 # --locked: the image builds exactly Cargo.lock. target/ lives in a cache mount, so the
@@ -53,10 +54,10 @@ RUN groupadd --system --gid 10001 sm \
       --shell /usr/sbin/nologin sm
 
 # One line per binary: a missing binary fails the build instead of shipping an image
-# without it. Planned binaries: uncomment their line when the service lands.
+# without it (tests/deployment.rs checks that every service's binary is listed).
 COPY --from=builder /out/passthrough /usr/local/bin/
-# COPY --from=builder /out/ingestion /usr/local/bin/
-# COPY --from=builder /out/projector /usr/local/bin/
+COPY --from=builder /out/ingestion /usr/local/bin/
+COPY --from=builder /out/projector /usr/local/bin/
 COPY --from=builder /out/query /usr/local/bin/
 COPY --from=builder /out/smctl /usr/local/bin/
 

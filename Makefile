@@ -26,10 +26,17 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## Throughput benchmark: exactly-once agent vs a raw librdkafka loop on the same broker.
+## Benchmarks (they print figures and ratios against a baseline measured in the same run):
+## runtime and ingestion throughput, projection writer vs COPY, publish-to-projection latency,
+## ListReadings under 32 concurrent clients.
 bench:
 	$(STACK) up
+	cargo build --release --bins
 	cargo bench -p sm-passthrough --bench throughput
+	cargo bench -p sm-ingestion --bench throughput
+	cargo bench -p sm-projector --bench writer
+	cargo bench -p sm-system-tests --bench latency
+	cargo bench -p sm-query --bench list_readings
 
 stack-up:
 	$(STACK) up

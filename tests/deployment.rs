@@ -32,6 +32,25 @@ fn services() -> Vec<Service> {
             },
         },
         Service {
+            binary: "ingestion",
+            defaults: serde_json::to_value(sm_ingestion::IngestionConfig::default()).unwrap(),
+            load: |env| {
+                let config: sm_ingestion::IngestionConfig =
+                    sm_telemetry::config::load_from(None, env).map_err(|e| e.to_string())?;
+                config.kafka.validate()?;
+                config.ingestion.validate()
+            },
+        },
+        Service {
+            binary: "projector",
+            defaults: serde_json::to_value(sm_projector::ProjectorConfig::default()).unwrap(),
+            load: |env| {
+                let config: sm_projector::ProjectorConfig =
+                    sm_telemetry::config::load_from(None, env).map_err(|e| e.to_string())?;
+                config.kafka.validate()
+            },
+        },
+        Service {
             binary: "query",
             defaults: serde_json::to_value(sm_query::QueryConfig::default()).unwrap(),
             load: |env| {
@@ -114,7 +133,10 @@ fn docker_compose_matches_the_code() {
         );
         for url_var in ["SM_POSTGRES__URL", "SM_REDIS__URL"] {
             if let Some(url) = env.get(url_var) {
-                let host = url.rsplit('@').next().unwrap().rsplit('/').nth(1).unwrap_or(url).split(':').next().unwrap();
+                // scheme://[user[:password]@]host[:port][/path]; the path is optional (redis://redis:6379).
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                let authority = rest.split(['/', '?', '#']).next().unwrap();
+                let host = authority.rsplit('@').next().unwrap().split(':').next().unwrap();
                 assert!(names.iter().any(|n| n == host), "{place}: {url_var} host {host} is not a compose service");
             }
         }

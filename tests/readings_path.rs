@@ -12,116 +12,13 @@
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use sm_domain::{AssetId, Codec, Envelope, RejectedReading, SensorReading, TenantId, Timestamp, topics};
 use sm_proto::v1::{LatestRequest, ListReadingsRequest};
-use sm_testkit::{Record, Stack, produce, stack_from_env_file, unique};
+use sm_testkit::process::{Service, binary, free_port};
+use sm_testkit::{Record, produce, stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashSet};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const READINGS: u64 = 100_000;
-
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap(); // <target>/<profile>/deps/<test>
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (`cargo build --bins`; make test does)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A service process, restartable with the same settings.
-struct Service {
-    name: &'static str,
-    env: Vec<(String, String)>,
-    http_port: u16,
-    child: Option<Child>,
-}
-
-impl Service {
-    fn start(name: &'static str, stack: &Stack, extra: &[(&str, String)]) -> Self {
-        let http_port = free_port();
-        let mut env: Vec<(String, String)> = stack.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        env.push(("SM_TELEMETRY__HTTP_ADDR".into(), format!("127.0.0.1:{http_port}")));
-        env.push(("SM_TELEMETRY__LOG_FILTER".into(), "warn".into()));
-        env.push(("SM_KAFKA__INSTANCE_ID".into(), "e2e".into()));
-        env.push(("SM_KAFKA__SESSION_TIMEOUT_MS".into(), "6000".into()));
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        let mut service = Self { name, env, http_port, child: None };
-        service.spawn();
-        service
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(binary(self.name))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.env.iter().cloned())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", self.name));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http_ok(self.http_port, "/readyz") {
-            assert!(Instant::now() < deadline, "{} not ready within 60 s", self.name);
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("{} exited during start: {status}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGKILL: no commit, no abort, no goodbye to the group.
-    fn kill_9(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = child.try_wait() {
-                    assert!(status.success(), "{} exited with {status} after SIGTERM", self.name);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            panic!("{} did not stop within 30 s of SIGTERM", self.name);
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn http_ok(port: u16, path: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).is_err() {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200")
-}
 
 fn end_offsets(bootstrap: &str, topic: &str) -> Vec<(i32, i64)> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
