@@ -58,6 +58,18 @@ fn records(codec: &Codec, count: i64) -> Vec<Record> {
         .collect()
 }
 
+/// A one-broker mock cluster with topics `in`, `out` and `dlq` (one partition each, so order is
+/// observable), and `count` readings in `in`.
+fn cluster_with_input(count: i64) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, Codec) {
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in ["in", OUTPUT, DEAD_LETTERS] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let codec = Codec::embedded().unwrap();
+    produce(&cluster.bootstrap_servers(), "in", records(&codec, count));
+    (cluster, codec)
+}
+
 /// Runs the runtime on `input` until `expected_outputs` reached the output topic.
 async fn run(bootstrap: &str, input: &str, handler: Scripted, expected_outputs: usize) -> (RunSummary, Vec<i64>) {
     let config = KafkaConfig {
@@ -90,12 +102,7 @@ async fn run(bootstrap: &str, input: &str, handler: Scripted, expected_outputs: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_records_are_dead_lettered_and_the_partition_moves_on() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("in", 1, 1).unwrap();
-    cluster.create_topic(OUTPUT, 1, 1).unwrap();
-    cluster.create_topic(DEAD_LETTERS, 1, 1).unwrap();
-    let codec = Codec::embedded().unwrap();
-    produce(&cluster.bootstrap_servers(), "in", records(&codec, 200));
+    let (cluster, codec) = cluster_with_input(200);
 
     let (summary, sequences) =
         run(&cluster.bootstrap_servers(), "in", Scripted { transient_failures: HashMap::new() }, 180).await;
@@ -123,12 +130,7 @@ async fn rejected_records_are_dead_lettered_and_the_partition_moves_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_errors_are_retried_and_never_skip_a_record() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("in", 1, 1).unwrap();
-    cluster.create_topic(OUTPUT, 1, 1).unwrap();
-    cluster.create_topic(DEAD_LETTERS, 1, 1).unwrap();
-    let codec = Codec::embedded().unwrap();
-    produce(&cluster.bootstrap_servers(), "in", records(&codec, 50));
+    let (cluster, codec) = cluster_with_input(50);
 
     let failures = HashMap::from([(7, 3), (31, 2)]);
     let (summary, sequences) =
@@ -140,12 +142,7 @@ async fn transient_errors_are_retried_and_never_skip_a_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_aborts_rewinds_and_loses_nothing() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("in", 1, 1).unwrap();
-    cluster.create_topic(OUTPUT, 1, 1).unwrap();
-    cluster.create_topic(DEAD_LETTERS, 1, 1).unwrap();
-    let codec = Codec::embedded().unwrap();
-    produce(&cluster.bootstrap_servers(), "in", records(&codec, 300));
+    let (cluster, codec) = cluster_with_input(300);
     // The first offset commit inside a transaction fails as after a rebalance.
     cluster.request_errors(RDKafkaApiKey::TxnOffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION]);
 
@@ -193,11 +190,7 @@ impl sm_kafka::ExternalCheckpoint for StoreDown {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_while_retrying_stops_cleanly_without_committing() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("in", 1, 1).unwrap();
-    cluster.create_topic(DEAD_LETTERS, 1, 1).unwrap();
-    let codec = Codec::embedded().unwrap();
-    produce(&cluster.bootstrap_servers(), "in", records(&codec, 20));
+    let (cluster, _) = cluster_with_input(20);
     let config = KafkaConfig {
         bootstrap_servers: cluster.bootstrap_servers(),
         group_id: "g".into(),

@@ -25,8 +25,9 @@ use tonic::{Request, Response, Status};
 const MINUTE_MICROS: i64 = 60_000_000;
 const HOUR_MICROS: i64 = 60 * MINUTE_MICROS;
 
-/// Pages of one asset's readings: `readings_asset_time` gives this order directly.
-const LIST_BY_ASSET: &str = "
+/// Pages of one asset's readings: `readings_asset_time` gives this order directly. Public, as
+/// is [`LIST_BY_ASSET_AFTER`], so `benches/list_readings.rs` runs the very statements served.
+pub const LIST_BY_ASSET: &str = "
     SELECT tenant_id, asset_id, sensor_id, sensor_type, occurred_at, value, unit, sequence,
            quality_flags, backfill, event_id, recorded_at
     FROM readings
@@ -34,7 +35,7 @@ const LIST_BY_ASSET: &str = "
     ORDER BY occurred_at DESC, sensor_id DESC, sequence DESC
     LIMIT $4";
 /// The next page: rows strictly after the cursor, as a row comparison the index can seek to.
-const LIST_BY_ASSET_AFTER: &str = "
+pub const LIST_BY_ASSET_AFTER: &str = "
     SELECT tenant_id, asset_id, sensor_id, sensor_type, occurred_at, value, unit, sequence,
            quality_flags, backfill, event_id, recorded_at
     FROM readings
