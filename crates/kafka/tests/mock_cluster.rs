@@ -130,7 +130,7 @@ async fn rejected_records_are_dead_lettered_and_the_partition_moves_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_errors_are_retried_and_never_skip_a_record() {
-    let (cluster, codec) = cluster_with_input(50);
+    let (cluster, _) = cluster_with_input(50);
 
     let failures = HashMap::from([(7, 3), (31, 2)]);
     let (summary, sequences) =
@@ -142,7 +142,7 @@ async fn transient_errors_are_retried_and_never_skip_a_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_aborts_rewinds_and_loses_nothing() {
-    let (cluster, codec) = cluster_with_input(300);
+    let (cluster, _) = cluster_with_input(300);
     // The first offset commit inside a transaction fails as after a rebalance.
     cluster.request_errors(RDKafkaApiKey::TxnOffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION]);
 
