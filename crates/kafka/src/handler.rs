@@ -10,6 +10,15 @@ pub trait Handler: Send + 'static {
     /// go to the dead-letter topic.
     type Input: DomainEvent;
 
+    /// Called with records about to be handled (already fetched, in order), before `handle`
+    /// sees each of them: a handler that needs an outside store per record (a cache, a
+    /// database) can look many up in one round trip and keep the answers for `handle`. It is
+    /// a hint: `handle` must still be right if `prepare` was not called or failed, and a
+    /// record prepared may not be handled yet (after a rebalance it comes again).
+    fn prepare(&mut self, _inputs: &[(&Envelope<Self::Input>, Source<'_>)]) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Called once per input, in partition order. Outputs join the same Kafka transaction as
     /// this input's offset. May be called again with the same input after a transient error
     /// or after an aborted transaction: state changes must be safe to redo (or be derived

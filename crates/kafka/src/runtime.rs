@@ -49,6 +49,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+/// At most this many already-fetched records are decoded and offered to `Handler::prepare`
+/// together.
+const PREPARE_MAX: usize = 500;
+
 /// Transactional calls wait at most this long for the broker.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -195,19 +199,56 @@ impl Runtime {
                     continue;
                 }
             };
+            // Take whatever else is already fetched (without waiting), so the handler can
+            // prepare many records in one round trip (`Handler::prepare`).
+            let mut messages = vec![message];
+            while messages.len() < PREPARE_MAX {
+                match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
+                    Ok(Ok(message)) => messages.push(message),
+                    _ => break,
+                }
+            }
             worker.drop_revoked(&consumer, &mut handler).await?;
-            if worker.seek_assigned(&consumer, &mut handler, &message).await? || worker.is_stale(&message) {
-                continue;
+            let mut batch = Vec::with_capacity(messages.len());
+            for message in messages {
+                if worker.seek_assigned(&consumer, &mut handler, &message).await? || worker.is_stale(&message) {
+                    continue;
+                }
+                let payload = message.payload().unwrap_or_default();
+                let decoded = self.codec.decode::<H::Input>(payload, header(&message, "content-type"));
+                batch.push((message, decoded));
             }
-            match worker.process(&consumer, &mut handler, &message, &mut stop).await? {
-                Flow::Continue => {}
-                Flow::Rewound => continue,
-                Flow::Shutdown => break,
+            let ready: Vec<(&Envelope<H::Input>, Source<'_>)> = batch
+                .iter()
+                .filter_map(|(m, decoded)| {
+                    let source = Source { topic: m.topic(), partition: m.partition(), offset: m.offset() };
+                    decoded.as_ref().ok().map(|input| (input, source))
+                })
+                .collect();
+            if !ready.is_empty() {
+                handler.prepare(&ready).await;
             }
-            if worker.batch.records >= self.config.max_batch_records
-                || worker.batch.started.elapsed() >= commit_interval
-            {
-                worker.commit(&consumer, &mut handler, &mut stop).await?;
+            drop(ready);
+            let mut stopping = false;
+            for (message, decoded) in batch {
+                match worker.process(&consumer, &mut handler, &message, decoded, &mut stop).await? {
+                    Flow::Continue => {}
+                    // The consumer was sought back: the rest of this batch comes again.
+                    Flow::Rewound => break,
+                    Flow::Shutdown => {
+                        stopping = true;
+                        break;
+                    }
+                }
+                if (worker.batch.records >= self.config.max_batch_records
+                    || worker.batch.started.elapsed() >= commit_interval)
+                    && !worker.commit(&consumer, &mut handler, &mut stop).await?
+                {
+                    break; // abandoned and rewound: the rest of this batch comes again
+                }
+            }
+            if stopping {
+                break;
             }
         }
         worker.drop_revoked(&consumer, &mut handler).await?;
@@ -402,6 +443,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         consumer: &StreamConsumer<RuntimeContext>,
         handler: &mut H,
         message: &BorrowedMessage<'_>,
+        decoded: Result<Envelope<H::Input>, sm_domain::CodecError>,
         stop: &mut Stop<S>,
     ) -> Result<Flow, RuntimeError>
     where
@@ -422,8 +464,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         );
         let incoming = header(message, TRACEPARENT).and_then(TraceParent::parse);
         let traceparent = trace::continue_trace(&span, incoming);
-        let payload = message.payload().unwrap_or_default();
-        let input: Envelope<H::Input> = match self.runtime.codec.decode(payload, header(message, "content-type")) {
+        let input: Envelope<H::Input> = match decoded {
             Ok(input) => input,
             Err(error) => {
                 let sent = self.dead_letter(message, None, error.reason_code(), &error.to_string(), traceparent).await;

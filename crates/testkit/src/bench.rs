@@ -64,7 +64,8 @@ pub async fn wait_committed(
     }
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let committed = watcher.committed_offsets(partitions.clone(), Duration::from_secs(5)).expect("committed");
+        // A slow broker answer is not a failure of the run under test: ask again.
+        let Ok(committed) = watcher.committed_offsets(partitions.clone(), Duration::from_secs(5)) else { continue };
         let done: i64 =
             committed.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum();
         if done as usize >= total {

@@ -74,12 +74,17 @@ async fn main() {
         .collect();
     produce(&stack.kafka, &input, records);
 
-    let raw = raw_copy_loop(&stack.kafka, &input, &unique("bench-raw-out"), total).await;
-    let passthrough = run(&stack, &input, sm_passthrough::Passthrough::new(&unique("bench-pt-out")), total).await;
+    let (raw_out, passthrough_out, validated) =
+        (unique("bench-raw-out"), unique("bench-pt-out"), unique("bench-valid"));
+    for topic in [&raw_out, &passthrough_out, &validated] {
+        create_topic(&stack.kafka, topic, 6).await;
+    }
+    let raw = raw_copy_loop(&stack.kafka, &input, &raw_out, total).await;
+    let passthrough = run(&stack, &input, sm_passthrough::Passthrough::new(&passthrough_out), total).await;
     let config = KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..Default::default() };
     let (registry, follower) = registry::follow(&config, &assets_topic).await.unwrap();
     let dedup = Deduplicator::connect(&stack.redis_url, 600).await.unwrap();
-    let ingestion = Ingestion::new(registry, dedup, Policy::default()).with_output_topic(&unique("bench-valid"));
+    let ingestion = Ingestion::new(registry, dedup, Policy::default()).with_output_topic(&validated);
     let ingestion = run(&stack, &input, ingestion, total).await;
     follower.abort();
 

@@ -7,20 +7,36 @@
 use sm_domain::{SensorId, Timestamp};
 use sm_kafka::Source;
 
-/// Claims the key, or finds who holds it; one round trip.
-const CLAIM: &str = r"
-local claimed = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
-if claimed then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
-return 0
-";
-
 /// Redis-backed duplicate detector.
 #[derive(Clone)]
 pub struct Deduplicator {
     connection: redis::aio::ConnectionManager,
-    script: redis::Script,
     window_secs: u64,
+}
+
+/// The identity of one reading, and where its record sits in Kafka.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub sensor_id: SensorId,
+    pub occurred_at: Timestamp,
+    pub sequence: i64,
+    /// `topic/partition/offset` of the record.
+    pub claimant: String,
+}
+
+impl Claim {
+    pub fn new(sensor_id: &SensorId, occurred_at: Timestamp, sequence: i64, source: &Source<'_>) -> Self {
+        Self {
+            sensor_id: sensor_id.clone(),
+            occurred_at,
+            sequence,
+            claimant: format!("{}/{}/{}", source.topic, source.partition, source.offset),
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("sm:dedup:{}:{}:{}", self.sensor_id, self.occurred_at.as_micros(), self.sequence)
+    }
 }
 
 impl Deduplicator {
@@ -28,7 +44,7 @@ impl Deduplicator {
     pub async fn connect(url: &str, window_secs: u64) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let connection = client.get_connection_manager().await?;
-        Ok(Self { connection, script: redis::Script::new(CLAIM), window_secs })
+        Ok(Self { connection, window_secs })
     }
 
     /// True when this record is the first with its identity inside the window (or is that
@@ -40,10 +56,25 @@ impl Deduplicator {
         sequence: i64,
         source: &Source<'_>,
     ) -> Result<bool, redis::RedisError> {
-        let key = format!("sm:dedup:{sensor_id}:{}:{sequence}", occurred_at.as_micros());
-        let claimant = format!("{}/{}/{}", source.topic, source.partition, source.offset);
-        let first: i64 =
-            self.script.key(key).arg(claimant).arg(self.window_secs).invoke_async(&mut self.connection).await?;
-        Ok(first == 1)
+        let claim = Claim::new(sensor_id, occurred_at, sequence, source);
+        Ok(self.claim_many(std::slice::from_ref(&claim)).await?[0])
+    }
+
+    /// [`Deduplicator::first_seen`] for many readings in one round trip: per claim,
+    /// `SET key claimant NX EX window` then `GET key`; the claim holds when the key names
+    /// this record.
+    pub async fn claim_many(&mut self, claims: &[Claim]) -> Result<Vec<bool>, redis::RedisError> {
+        let mut pipe = redis::pipe();
+        for claim in claims {
+            let key = claim.key();
+            pipe.cmd("SET").arg(&key).arg(&claim.claimant).arg("NX").arg("EX").arg(self.window_secs).ignore();
+            pipe.cmd("GET").arg(&key);
+        }
+        let holders: Vec<Option<String>> = pipe.query_async(&mut self.connection).await?;
+        Ok(holders
+            .iter()
+            .zip(claims)
+            .map(|(holder, claim)| holder.as_deref() == Some(claim.claimant.as_str()))
+            .collect())
     }
 }

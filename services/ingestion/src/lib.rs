@@ -57,6 +57,8 @@ impl IngestionConfig {
 /// Validates, normalises and de-duplicates readings.
 pub struct Ingestion {
     output_topic: &'static str,
+    /// Dedup answers fetched by `prepare` for the records about to be handled, by position.
+    prepared: std::collections::HashMap<(i32, i64), bool>,
     registry: AssetRegistry,
     dedup: Deduplicator,
     policy: Policy,
@@ -65,7 +67,14 @@ pub struct Ingestion {
 
 impl Ingestion {
     pub fn new(registry: AssetRegistry, dedup: Deduplicator, policy: Policy) -> Self {
-        Self { output_topic: topics::READINGS_VALIDATED, registry, dedup, policy, metrics: IngestionMetrics::new() }
+        Self {
+            output_topic: topics::READINGS_VALIDATED,
+            prepared: std::collections::HashMap::new(),
+            registry,
+            dedup,
+            policy,
+            metrics: IngestionMetrics::new(),
+        }
     }
 
     /// Writes validated readings to `topic` instead of `sm.readings.validated.v1` (tests).
@@ -78,17 +87,42 @@ impl Ingestion {
 impl Handler for Ingestion {
     type Input = SensorReading;
 
+    /// Claims the identities of the readings about to be handled in one Redis round trip,
+    /// instead of one per reading. If Redis fails here, `handle` asks again per reading and
+    /// turns the failure into a retry.
+    async fn prepare(&mut self, inputs: &[(&Envelope<SensorReading>, Source<'_>)]) {
+        let now = Timestamp::now();
+        let mut positions = Vec::with_capacity(inputs.len());
+        let mut claims = Vec::with_capacity(inputs.len());
+        for (input, source) in inputs {
+            let sensor = self.registry.sensor(&input.payload.sensor_id);
+            if let Verdict::Valid(_) = validate::validate(input, sensor.as_deref(), now, &self.policy) {
+                positions.push((source.partition, source.offset));
+                let p = &input.payload;
+                claims.push(dedup::Claim::new(&p.sensor_id, input.header.occurred_at, p.sequence, source));
+            }
+        }
+        self.prepared.clear();
+        match self.dedup.claim_many(&claims).await {
+            Ok(first) => self.prepared.extend(positions.into_iter().zip(first)),
+            Err(error) => tracing::warn!(error = %error, "batched duplicate check failed; checking one by one"),
+        }
+    }
+
     async fn handle(&mut self, input: &Envelope<SensorReading>, source: &Source<'_>) -> Result<Outputs, HandleError> {
         let sensor = self.registry.sensor(&input.payload.sensor_id);
         let validated = match validate::validate(input, sensor.as_deref(), Timestamp::now(), &self.policy) {
             Verdict::Valid(validated) => validated,
             Verdict::Rejected(rejection) => return Err(rejection.into()),
         };
-        let first = self
-            .dedup
-            .first_seen(&input.payload.sensor_id, input.header.occurred_at, input.payload.sequence, source)
-            .await
-            .map_err(|e| HandleError::Transient(Box::new(e)))?;
+        let first = match self.prepared.remove(&(source.partition, source.offset)) {
+            Some(first) => first,
+            None => self
+                .dedup
+                .first_seen(&input.payload.sensor_id, input.header.occurred_at, input.payload.sequence, source)
+                .await
+                .map_err(|e| HandleError::Transient(Box::new(e)))?,
+        };
         if !first {
             self.metrics.duplicate();
             return Ok(Outputs::none());

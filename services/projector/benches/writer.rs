@@ -51,10 +51,13 @@ async fn main() {
     // Raw COPY of the rows (partitions created up front so both sides find them).
     let copied = rows(&unique("copy"), total);
     let projection = ReadingsProjection::new(flavor);
+    // Create the day partitions both sides need (the projector does this as data arrives)
+    // with two rows of another prefix, outside the timed part.
+    let warm = rows(&unique("warm"), total);
     let warmup = client.transaction().await.unwrap();
-    projection.write(&warmup, &copied[..1]).await.unwrap();
-    projection.write(&warmup, &copied[total - 1..]).await.unwrap();
-    warmup.rollback().await.unwrap();
+    projection.write(&warmup, &warm[..1]).await.unwrap();
+    projection.write(&warmup, &warm[total - 1..]).await.unwrap();
+    warmup.commit().await.unwrap();
     let started = Instant::now();
     for chunk in copied.chunks(BATCH) {
         let tx = client.transaction().await.unwrap();
