@@ -165,6 +165,7 @@ impl Runtime {
             summary: RunSummary::default(),
             batch: Batch::default(),
             skip_below: HashMap::new(),
+            sought: Vec::new(),
             committer: std::marker::PhantomData,
         };
         self.health.set("kafka", true);
@@ -208,10 +209,15 @@ impl Runtime {
                     _ => break,
                 }
             }
+            // Records drained above were fetched before any seek or revocation below: those of
+            // a partition sought back or taken away must not be handled (they come again, or
+            // belong to another instance now).
+            worker.sought.clear();
             worker.drop_revoked(&consumer, &mut handler).await?;
+            worker.seek_assigned(&consumer, &mut handler).await?;
             let mut batch = Vec::with_capacity(messages.len());
             for message in messages {
-                if worker.seek_assigned(&consumer, &mut handler, &message).await? || worker.is_stale(&message) {
+                if worker.was_sought(&message) || worker.is_stale(&message) {
                     continue;
                 }
                 let payload = message.payload().unwrap_or_default();
@@ -395,6 +401,8 @@ struct Worker<'r, C> {
     batch: Batch,
     /// After a seek, records below these offsets may still arrive from before it: skip them.
     skip_below: HashMap<(String, i32), i64>,
+    /// Partitions sought back or revoked since the current batch of records was fetched.
+    sought: Vec<(String, i32)>,
     committer: std::marker::PhantomData<C>,
 }
 
@@ -411,6 +419,11 @@ impl<C> Worker<'_, C> {
             self.batch.started = Instant::now();
         }
         Ok(())
+    }
+
+    /// True when `message` was fetched before its partition was sought back or revoked.
+    fn was_sought(&self, message: &BorrowedMessage<'_>) -> bool {
+        self.sought.iter().any(|(t, p)| *p == message.partition() && t == message.topic())
     }
 
     /// True when `message` predates a seek of its partition.
@@ -752,6 +765,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         for partition in &revoked {
             self.skip_below.remove(partition);
         }
+        self.sought.extend(revoked.iter().cloned());
         if revoked.is_empty() || !self.batch.open {
             return Ok(());
         }
@@ -763,26 +777,19 @@ impl<C: CommitterKind> Worker<'_, C> {
     }
 
     /// Projections: newly assigned partitions resume at the offsets stored with the rows.
-    /// Returns true when `message` came from such a partition before the seek (it will come
-    /// again from the stored offset).
     async fn seek_assigned<H: Handler>(
         &mut self,
         consumer: &StreamConsumer<RuntimeContext>,
         handler: &mut H,
-        message: &BorrowedMessage<'_>,
-    ) -> Result<bool, RuntimeError>
+    ) -> Result<(), RuntimeError>
     where
         C: Committer<H>,
     {
         if C::IS_TRANSACTIONAL {
-            return Ok(false); // Kafka's committed offsets already are the start positions
+            return Ok(()); // Kafka's committed offsets already are the start positions
         }
         let assigned = std::mem::take(&mut *consumer.context().assigned.lock().unwrap_or_else(|e| e.into_inner()));
-        if assigned.is_empty() {
-            return Ok(false);
-        }
-        self.rewind(consumer, handler, &assigned).await?;
-        Ok(assigned.iter().any(|(t, p)| t == message.topic() && *p == message.partition()))
+        self.rewind(consumer, handler, &assigned).await
     }
 
     /// Seeks each partition back to its committed offset (the start if none was committed).
@@ -836,6 +843,7 @@ impl<C: CommitterKind> Worker<'_, C> {
                 }
             }
         }
+        self.sought.extend(partitions.iter().cloned());
         for (topic, partition, offset) in positions {
             match consumer.seek(&topic, partition, offset, TXN_TIMEOUT) {
                 Ok(()) => {
