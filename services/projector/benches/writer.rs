@@ -12,7 +12,6 @@ use sm_testkit::bench::machine;
 use sm_testkit::{stack_from_env_file, unique};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 
 const BATCH: usize = 5_000;
 
@@ -61,28 +60,8 @@ async fn main() {
     let started = Instant::now();
     for chunk in copied.chunks(BATCH) {
         let tx = client.transaction().await.unwrap();
-        let sink = tx
-            .copy_in(
-                "COPY readings (tenant_id, asset_id, sensor_id, sensor_type, occurred_at, value, unit, sequence,
-                                quality_flags, backfill, event_id, recorded_at) FROM STDIN BINARY",
-            )
-            .await
-            .unwrap();
-        let types = [
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-            Type::FLOAT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT_ARRAY,
-            Type::BOOL,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-        ];
-        let writer = BinaryCopyInWriter::new(sink, &types);
+        let sink = tx.copy_in(sm_projector::schema::READINGS_COPY).await.unwrap();
+        let writer = BinaryCopyInWriter::new(sink, &sm_projector::schema::READINGS_COPY_TYPES);
         let mut writer = std::pin::pin!(writer);
         for e in chunk {
             let at = |t: Timestamp| SystemTime::UNIX_EPOCH + Duration::from_micros(t.0 as u64);

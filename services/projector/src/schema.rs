@@ -4,6 +4,30 @@
 
 use sm_storage::{Flavor, Migration};
 
+/// Binary `COPY` into `readings`, with the column types in [`READINGS_COPY_TYPES`]: how bulk
+/// loads and the benchmarks' baseline write rows without the projection's bookkeeping.
+pub const READINGS_COPY: &str = "COPY readings (tenant_id, asset_id, sensor_id, sensor_type, occurred_at, value, unit,
+     sequence, quality_flags, backfill, event_id, recorded_at) FROM STDIN BINARY";
+
+/// Column types of [`READINGS_COPY`], in order.
+pub const READINGS_COPY_TYPES: [tokio_postgres::types::Type; 12] = {
+    use tokio_postgres::types::Type;
+    [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::FLOAT8,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT_ARRAY,
+        Type::BOOL,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+    ]
+};
+
 /// Component name in `sm_schema_migrations`.
 pub const COMPONENT: &str = "projector";
 

@@ -39,7 +39,6 @@ use sm_testkit::stack_from_env_file;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 use tonic::transport::Channel;
 
@@ -207,20 +206,6 @@ async fn copy_steps(url: &str, layout: Layout, steps: std::ops::Range<usize>) {
                 .map(move |(s, (kind, unit))| (asset_id(a), format!("{}.s{s}", asset_id(a)), *kind, *unit))
         })
         .collect();
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::FLOAT8,
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT_ARRAY,
-        Type::BOOL,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-    ];
     let time = |micros: i64| SystemTime::UNIX_EPOCH + Duration::from_micros(micros as u64);
     let no_flags: Vec<String> = Vec::new();
     let steps_per_chunk = (COPY_CHUNK / sensors.len()).max(1);
@@ -228,14 +213,8 @@ async fn copy_steps(url: &str, layout: Layout, steps: std::ops::Range<usize>) {
     while step < steps.end {
         let last = (step + steps_per_chunk).min(steps.end);
         let tx = client.transaction().await.unwrap();
-        let sink = tx
-            .copy_in(
-                "COPY readings (tenant_id, asset_id, sensor_id, sensor_type, occurred_at, value, unit, sequence,
-                                quality_flags, backfill, event_id, recorded_at) FROM STDIN BINARY",
-            )
-            .await
-            .unwrap();
-        let writer = BinaryCopyInWriter::new(sink, &types);
+        let sink = tx.copy_in(sm_projector::schema::READINGS_COPY).await.unwrap();
+        let writer = BinaryCopyInWriter::new(sink, &sm_projector::schema::READINGS_COPY_TYPES);
         let mut writer = std::pin::pin!(writer);
         for s in step..last {
             for (n, (asset, sensor, kind, unit)) in sensors.iter().enumerate() {
