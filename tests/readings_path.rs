@@ -12,7 +12,7 @@
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use sm_domain::{AssetId, Codec, Envelope, RejectedReading, SensorReading, TenantId, Timestamp, topics};
 use sm_proto::v1::{LatestRequest, ListReadingsRequest};
-use sm_testkit::process::{Service, binary, free_port};
+use sm_testkit::process::{Service, binary, free_port, smctl};
 use sm_testkit::{Record, produce, stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
@@ -65,13 +65,7 @@ fn read_after(bootstrap: &str, topic: &str, from: &[(i32, i64)], expected: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_path_end_to_end_across_sigkill() {
     let stack = stack_from_env_file();
-    let status = Command::new(binary("smctl"))
-        .envs(&stack.vars)
-        .args(["topics", "create"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    smctl(&stack, &["topics", "create"]);
     let dead_letters_from = end_offsets(&stack.kafka, topics::READINGS_REJECTED);
     let grpc_port = free_port();
     let mut ingestion = Service::start("ingestion", &stack, &[]);

@@ -11,7 +11,7 @@
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use sm_domain::{Codec, Envelope, SensorReading, Timestamp, topics};
-use sm_testkit::process::{Service, binary};
+use sm_testkit::process::{Service, binary, smctl};
 use sm_testkit::{stack_from_env_file, unique};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,13 +25,7 @@ async fn main() {
     let rate: f64 = std::env::var("SM_BENCH_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(5000.0);
     let secs: f64 = std::env::var("SM_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30.0);
     let stack = stack_from_env_file();
-    let status = Command::new(binary("smctl"))
-        .envs(&stack.vars)
-        .args(["topics", "create"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    smctl(&stack, &["topics", "create"]);
     let mut ingestion = Service::start("ingestion", &stack, &[]);
     let mut projector = Service::start("projector", &stack, &[]);
     let run = unique("lat");

@@ -12,6 +12,7 @@
 //! - [`handler`]: [`Handler`], the seam between an agent and the runtime;
 //! - [`runtime`]: [`Runtime`], the loop itself (batches, transactions, retries, dead letters,
 //!   rebalances, shutdown);
+//! - [`produce`]: queueing records with backpressure;
 //! - [`admin`]: topic creation (the platform never relies on broker auto-creation);
 //! - [`trace`]: W3C `traceparent` through Kafka headers;
 //! - [`metrics`]: what the runtime counts, with one name for every agent.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod config;
 pub mod handler;
 pub mod metrics;
+pub mod produce;
 pub mod runtime;
 pub mod trace;
 

@@ -621,17 +621,8 @@ impl<C: CommitterKind> Worker<'_, C> {
         let value = traceparent.header_value();
         let headers =
             OwnedHeaders::new_with_capacity(1).insert(Header { key: TRACEPARENT, value: Some(value.as_str()) });
-        let mut record = BaseRecord::to(topic).key(key).payload(payload).headers(headers);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err((error, _)) => return Err(error),
-            }
-        }
+        let record = BaseRecord::to(topic).key(key).payload(payload).headers(headers);
+        crate::produce::send_waiting(&self.producer, record).await
     }
 
     /// Commits the open batch with its offsets. Returns false if it had to be abandoned (the

@@ -19,6 +19,12 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Runs `smctl ARGS` against the stack and asserts it succeeded (e.g. `["topics", "create"]`).
+pub fn smctl(stack: &Stack, args: &[&str]) {
+    let status = Command::new(binary("smctl")).envs(&stack.vars).args(args).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "smctl {args:?} failed: {status}");
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

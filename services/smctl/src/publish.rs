@@ -74,17 +74,8 @@ impl Publisher {
 
     /// Queues one record, waiting (asynchronously) while the local queue is full.
     pub async fn send(&self, topic: &str, key: &str, payload: &[u8], headers: OwnedHeaders) -> Result<(), KafkaError> {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload).headers(headers);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-                }
-                Err((error, _)) => return Err(error),
-            }
-        }
+        let record = BaseRecord::to(topic).key(key).payload(payload).headers(headers);
+        sm_kafka::produce::send_waiting(&self.producer, record).await
     }
 
     /// As [`Publisher::send`], blocking the thread while the queue is full (for callers that
