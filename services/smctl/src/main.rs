@@ -14,6 +14,7 @@
 mod assets;
 mod catalog;
 mod demo;
+mod eval;
 mod ingest_file;
 mod plan;
 mod publish;
@@ -54,11 +55,23 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Imports historical readings (backfill) from CSV or JSON lines.
     IngestFile(ingest_file::IngestFileArgs),
+    /// Scores the platform's detectors and models on public benchmark data (no stack needed).
+    Eval {
+        #[command(subcommand)]
+        what: EvalWhat,
+    },
     /// End-to-end demonstrations against a running stack.
     Demo {
         #[command(subcommand)]
         scenario: DemoScenario,
     },
+}
+
+#[derive(Subcommand)]
+enum EvalWhat {
+    /// The anomaly detector on a Numenta Anomaly Benchmark folder: NAB score (standard
+    /// profile), window recall and false alarms per 1,000 points, per series and in total.
+    Anomaly(eval::AnomalyArgs),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo { scenario: DemoScenario::Readings(args) } => {
             demo::readings(&config.kafka, &config.postgres, args).await
         }
+        Command::Eval { what: EvalWhat::Anomaly(args) } => eval::anomaly(args),
         Command::Simulate(args) => simulate::run(&config.kafka, args).await.map(|_| ()),
         Command::IngestFile(args) => ingest_file::run(&config.kafka, args).await,
         Command::Demo { scenario: DemoScenario::Passthrough { readings, bad_fraction, timeout_secs } } => {
