@@ -28,6 +28,10 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     SchemaFile::new("validated_reading", 1, include_str!("../../../schemas/validated_reading/v1.avsc")),
     SchemaFile::new("rejected_reading", 1, include_str!("../../../schemas/rejected_reading/v1.avsc")),
     SchemaFile::new("asset_registered", 1, include_str!("../../../schemas/asset_registered/v1.avsc")),
+    SchemaFile::new("anomaly_detected", 1, include_str!("../../../schemas/anomaly_detected/v1.avsc")),
+    SchemaFile::new("sensor_stale", 1, include_str!("../../../schemas/sensor_stale/v1.avsc")),
+    SchemaFile::new("drift_detected", 1, include_str!("../../../schemas/drift_detected/v1.avsc")),
+    SchemaFile::new("model_retrain_requested", 1, include_str!("../../../schemas/model_retrain_requested/v1.avsc")),
 ];
 
 /// The folder holding the envelope header schema.
@@ -278,6 +282,16 @@ impl Codec {
 
     /// Decodes an event of type `T`. `content_type` is the record's `content-type` header:
     /// `application/json` selects the JSON form, anything else (or none) Avro.
+    /// The schema folder (`anomaly_detected`, ...) an Avro record was written with: what a
+    /// topic carrying several event types dispatches on.
+    pub fn subject_of(&self, bytes: &[u8]) -> Result<&'static str, CodecError> {
+        if bytes.len() < 5 || bytes[0] != 0 {
+            return Err(CodecError::NotConfluentAvro { len: bytes.len(), first: bytes.first().copied().unwrap_or(0) });
+        }
+        let id = SchemaId(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
+        Ok(self.registry.by_id(id)?.subject)
+    }
+
     pub fn decode<T: DomainEvent>(&self, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<T>, CodecError> {
         if content_type.is_some_and(|c| c.starts_with(CONTENT_TYPE_JSON)) {
             return match T::from_json(bytes) {

@@ -19,6 +19,20 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
     }
 }
 
+/// What a consumer can read from a topic: one event type (every [`DomainEvent`]), or a set
+/// of types sharing a topic (an enum that dispatches on the schema, like
+/// [`crate::AlertEvent`]).
+pub trait Decode: Sized + Clone + Send + Sync + 'static {
+    fn decode(codec: &crate::Codec, bytes: &[u8], content_type: Option<&str>)
+    -> Result<Envelope<Self>, crate::CodecError>;
+}
+
+impl<T: DomainEvent> Decode for T {
+    fn decode(codec: &crate::Codec, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<T>, crate::CodecError> {
+        codec.decode::<T>(bytes, content_type)
+    }
+}
+
 /// A raw reading as a gateway sent it: nothing checked yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SensorReading {

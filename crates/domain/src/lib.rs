@@ -5,6 +5,7 @@
 //! - [`ids`]: newtypes for asset, sensor, tenant and event ids;
 //! - [`time`]: event-time timestamps (microseconds since the Unix epoch, UTC);
 //! - [`envelope`]: the header every event carries, and [`Envelope`] pairing it with a payload;
+//! - [`alerts`]: what the analytics agents find (anomalies, stale sensors, drift, retrain requests);
 //! - [`events`]: the event payloads and the [`DomainEvent`] trait that ties each to its schema;
 //! - [`topics`]: every topic name, defined once;
 //! - [`codec`]: the Confluent wire format over schemas loaded from `schemas/`;
@@ -12,6 +13,7 @@
 //!
 //! This crate does no I/O and knows nothing of Kafka or PostgreSQL.
 
+pub mod alerts;
 pub mod codec;
 pub mod envelope;
 pub mod events;
@@ -20,8 +22,9 @@ pub mod time;
 pub mod topics;
 pub mod units;
 
+pub use alerts::{AlertEvent, AnomalyDetected, Contribution, DriftDetected, ModelRetrainRequested, SensorStale};
 pub use codec::{Codec, CodecError, EmbeddedRegistry, SchemaId, SchemaRegistry};
 pub use envelope::{Envelope, EnvelopeHeader};
-pub use events::{AssetRegistered, DomainEvent, RejectedReading, SensorReading, SensorSpec, ValidatedReading};
+pub use events::{AssetRegistered, Decode, DomainEvent, RejectedReading, SensorReading, SensorSpec, ValidatedReading};
 pub use ids::{AssetId, EventId, SensorId, TenantId};
 pub use time::Timestamp;

@@ -14,6 +14,17 @@ pub const PROJECTIONS_REJECTED: &str = "sm.projections.rejected.v1";
 /// Asset and sensor registry (compacted).
 pub const ASSETS: &str = "sm.assets.v1";
 
+/// What the anomaly agent finds: `AnomalyDetected`, `SensorStale`.
+pub const ANOMALIES: &str = "sm.anomalies.v1";
+/// What the drift agent finds: `DriftDetected`, `ModelRetrainRequested`.
+pub const DRIFT: &str = "sm.drift.v1";
+/// Dead letters of the analytics agents (anomaly, drift): inputs they could not use.
+pub const ANALYTICS_REJECTED: &str = "sm.analytics.rejected.v1";
+/// The anomaly agent's detector state, checkpointed with each transaction (compacted).
+pub const ANOMALY_STATE: &str = "sm.anomaly.state.v1";
+/// The drift agent's reference and current windows, checkpointed likewise (compacted).
+pub const DRIFT_STATE: &str = "sm.drift.state.v1";
+
 /// Every platform topic, with whether it is compacted; `deploy/local` and the services
 /// create these (never broker auto-creation).
 pub const ALL: &[(&str, bool)] = &[
@@ -23,4 +34,9 @@ pub const ALL: &[(&str, bool)] = &[
     (READINGS_PASSTHROUGH, false),
     (PROJECTIONS_REJECTED, false),
     (ASSETS, true),
+    (ANOMALIES, false),
+    (DRIFT, false),
+    (ANALYTICS_REJECTED, false),
+    (ANOMALY_STATE, true),
+    (DRIFT_STATE, true),
 ];

@@ -1,14 +1,15 @@
 //! The one seam between an agent and the runtime. The runtime owns Kafka, transactions,
 //! retries, dead letters and telemetry; the agent owns one decision per input.
 
-use sm_domain::{AssetId, Codec, CodecError, DomainEvent, Envelope, EnvelopeHeader};
+use sm_domain::{AssetId, Codec, CodecError, Decode, DomainEvent, Envelope, EnvelopeHeader, TenantId, Timestamp};
+use std::time::Duration;
 use std::future::Future;
 
 /// An agent's logic.
 pub trait Handler: Send + 'static {
-    /// Decoded input (e.g. `SensorReading`); undecodable bytes never reach the handler, they
-    /// go to the dead-letter topic.
-    type Input: DomainEvent;
+    /// Decoded input (e.g. `SensorReading`, or an enum of the types a topic carries);
+    /// undecodable bytes never reach the handler, they go to the dead-letter topic.
+    type Input: Decode;
 
     /// Called with records about to be handled (already fetched, in order), before `handle`
     /// sees each of them: a handler that needs an outside store per record (a cache, a
@@ -28,6 +29,42 @@ pub trait Handler: Send + 'static {
         input: &Envelope<Self::Input>,
         source: &Source<'_>,
     ) -> impl Future<Output = Result<Outputs, HandleError>> + Send;
+
+    /// The compacted topic this handler's state is checkpointed to, if it keeps state that
+    /// must survive a restart (detector baselines, windows). The runtime then calls
+    /// [`Handler::restore`] before handling, [`Handler::checkpoint`] before every commit (its
+    /// records join the transaction, so state and offsets always agree), and
+    /// [`Handler::committed`] / [`Handler::rolled_back`] after. [`crate::StateStore`] does
+    /// the bookkeeping.
+    fn state_topic(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// One committed changelog record (oldest first; `None`: the key was deleted). Called for
+    /// the whole changelog at start and again when partitions are assigned.
+    fn restore(&mut self, _key: &[u8], _value: Option<&[u8]>) {}
+
+    /// State changed since the last commit: `(key, value)` records for the changelog.
+    fn checkpoint(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+        Vec::new()
+    }
+
+    /// The transaction holding the last checkpoint committed.
+    fn committed(&mut self) {}
+
+    /// The open transaction was abandoned (its inputs come again): forget what it changed.
+    fn rolled_back(&mut self) {}
+
+    /// How often [`Handler::tick`] runs; `None`: never. For what depends on wall-clock time
+    /// rather than on inputs (a sensor that went silent).
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Wall-clock work: its outputs join the open transaction (see [`Outputs::push_origin`]).
+    fn tick(&mut self, _now: Timestamp) -> Outputs {
+        Outputs::none()
+    }
 }
 
 /// Where an input record sits in Kafka. The same record handled again (after a retry or an
@@ -130,12 +167,26 @@ impl Outputs {
 
     /// Adds an event about the input's asset.
     pub fn push<T: DomainEvent>(&mut self, topic: &'static str, payload: T) {
-        self.items.push((topic, Box::new(Pending { payload, asset_id: None })));
+        self.items.push((topic, Box::new(Pending { payload, asset_id: None, origin: None })));
     }
 
     /// Adds an event about another asset than the input's.
     pub fn push_for_asset<T: DomainEvent>(&mut self, topic: &'static str, asset_id: AssetId, payload: T) {
-        self.items.push((topic, Box::new(Pending { payload, asset_id: Some(asset_id) })));
+        self.items.push((topic, Box::new(Pending { payload, asset_id: Some(asset_id), origin: None })));
+    }
+
+    /// Adds an event that no input caused (from [`Handler::tick`]): it starts its own causal
+    /// chain.
+    pub fn push_origin<T: DomainEvent>(
+        &mut self,
+        topic: &'static str,
+        tenant_id: TenantId,
+        asset_id: AssetId,
+        occurred_at: Timestamp,
+        payload: T,
+    ) {
+        let origin = Some((tenant_id, occurred_at));
+        self.items.push((topic, Box::new(Pending { payload, asset_id: Some(asset_id), origin })));
     }
 
     pub fn len(&self) -> usize {
@@ -150,18 +201,40 @@ impl Outputs {
 /// A payload waiting for its envelope; erases the event type so one output list can hold
 /// several.
 pub(crate) trait PendingOutput: Send {
-    /// Key and encoded bytes of the event caused by `cause`.
-    fn encode(&self, cause: &EnvelopeHeader, producer: &str, codec: &Codec) -> Result<(AssetId, Vec<u8>), CodecError>;
+    /// Key and encoded bytes of the event caused by `cause` (`None` only for origin events).
+    fn encode(
+        &self,
+        cause: Option<&EnvelopeHeader>,
+        producer: &str,
+        codec: &Codec,
+    ) -> Result<(AssetId, Vec<u8>), CodecError>;
 }
 
 struct Pending<T> {
     payload: T,
     asset_id: Option<AssetId>,
+    /// Tenant and event time of an event no input caused.
+    origin: Option<(TenantId, Timestamp)>,
 }
 
 impl<T: DomainEvent> PendingOutput for Pending<T> {
-    fn encode(&self, cause: &EnvelopeHeader, producer: &str, codec: &Codec) -> Result<(AssetId, Vec<u8>), CodecError> {
-        let mut header = cause.caused_by(T::EVENT_TYPE, producer);
+    fn encode(
+        &self,
+        cause: Option<&EnvelopeHeader>,
+        producer: &str,
+        codec: &Codec,
+    ) -> Result<(AssetId, Vec<u8>), CodecError> {
+        let mut header = match (&self.origin, cause) {
+            (Some((tenant_id, occurred_at)), _) => EnvelopeHeader::origin(
+                T::EVENT_TYPE,
+                tenant_id.clone(),
+                self.asset_id.clone().unwrap_or_else(|| AssetId("unknown".into())),
+                *occurred_at,
+                producer,
+            ),
+            (None, Some(cause)) => cause.caused_by(T::EVENT_TYPE, producer),
+            (None, None) => return Err(CodecError::NoSchema("an output without a cause needs Outputs::push_origin")),
+        };
         if let Some(asset_id) = &self.asset_id {
             header.asset_id = asset_id.clone();
         }

@@ -12,20 +12,25 @@
 //! - [`handler`]: [`Handler`], the seam between an agent and the runtime;
 //! - [`runtime`]: [`Runtime`], the loop itself (batches, transactions, retries, dead letters,
 //!   rebalances, shutdown);
+//! - [`state`]: [`StateStore`], keyed agent state checkpointed to a changelog topic;
 //! - [`produce`]: queueing records with backpressure;
+//! - [`changelog`]: loading a (compacted) topic from start to end before handling inputs;
 //! - [`admin`]: topic creation (the platform never relies on broker auto-creation);
 //! - [`trace`]: W3C `traceparent` through Kafka headers;
 //! - [`metrics`]: what the runtime counts, with one name for every agent.
 
 pub mod admin;
+pub mod changelog;
 pub mod config;
 pub mod handler;
 pub mod metrics;
 pub mod produce;
 pub mod runtime;
+pub mod state;
 pub mod trace;
 
 pub use admin::ensure_topics;
 pub use config::KafkaConfig;
 pub use handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Rejection, Source};
 pub use runtime::{RunSummary, Runtime, RuntimeError};
+pub use state::StateStore;

@@ -40,7 +40,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use sm_domain::{AssetId, Codec, DomainEvent, Envelope, EnvelopeHeader, RejectedReading, TenantId, Timestamp};
+use sm_domain::{AssetId, Codec, Decode, DomainEvent, Envelope, EnvelopeHeader, RejectedReading, TenantId, Timestamp};
 use sm_telemetry::Health;
 use std::collections::HashMap;
 use std::future::Future;
@@ -168,11 +168,23 @@ impl Runtime {
             sought: Vec::new(),
             committer: std::marker::PhantomData,
         };
+        if let Some(state_topic) = handler.state_topic() {
+            restore_state(&self.config, self.agent, state_topic, &mut handler).await?;
+        }
         self.health.set("kafka", true);
         tracing::info!(agent = self.agent, group, inputs = ?self.inputs, transactional = C::IS_TRANSACTIONAL, "runtime started");
         let mut stop = Stop::new(shutdown);
         let commit_interval = Duration::from_millis(self.config.commit_interval_ms);
+        let tick_interval = handler.tick_interval();
+        let mut ticks = tokio::time::interval(tick_interval.unwrap_or(Duration::from_secs(3600)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let tick = async {
+                match tick_interval {
+                    Some(_) => ticks.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
             let received = if worker.batch.open {
                 let deadline = tokio::time::Instant::from_std(worker.batch.started + commit_interval);
                 tokio::select! {
@@ -182,12 +194,20 @@ impl Runtime {
                         worker.commit(&consumer, &mut handler, &mut stop).await?;
                         continue;
                     }
+                    _ = tick => {
+                        worker.tick(&consumer, &mut handler).await?;
+                        continue;
+                    }
                     received = consumer.recv() => received,
                 }
             } else {
                 tokio::select! {
                     biased;
                     () = stop.requested() => break,
+                    _ = tick => {
+                        worker.tick(&consumer, &mut handler).await?;
+                        continue;
+                    }
                     received = consumer.recv() => received,
                 }
             };
@@ -221,7 +241,7 @@ impl Runtime {
                     continue;
                 }
                 let payload = message.payload().unwrap_or_default();
-                let decoded = self.codec.decode::<H::Input>(payload, header(&message, "content-type"));
+                let decoded = H::Input::decode(&self.codec, payload, header(&message, "content-type"));
                 batch.push((message, decoded));
             }
             let ready: Vec<(&Envelope<H::Input>, Source<'_>)> = batch
@@ -490,7 +510,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         let source = Source { topic, partition, offset };
         let outcome = loop {
             match handler.handle(&input, &source).instrument(span.clone()).await {
-                Ok(outputs) => break self.produce(&input.header, outputs, traceparent).instrument(span.clone()).await,
+                Ok(outputs) => break self.produce(Some(&input.header), outputs, traceparent).instrument(span.clone()).await,
                 Err(HandleError::Rejected(rejection)) => {
                     break self
                         .dead_letter(
@@ -550,7 +570,7 @@ impl<C: CommitterKind> Worker<'_, C> {
 
     async fn produce(
         &mut self,
-        cause: &EnvelopeHeader,
+        cause: Option<&EnvelopeHeader>,
         outputs: Outputs,
         traceparent: TraceParent,
     ) -> Result<(), KafkaError> {
@@ -616,6 +636,43 @@ impl<C: CommitterKind> Worker<'_, C> {
         Ok(())
     }
 
+    /// Runs the handler's wall-clock work inside the open transaction (opening one if needed).
+    async fn tick<H: Handler>(
+        &mut self,
+        consumer: &StreamConsumer<RuntimeContext>,
+        handler: &mut H,
+    ) -> Result<(), RuntimeError>
+    where
+        C: Committer<H>,
+    {
+        self.begin()?;
+        let outputs = handler.tick(Timestamp::now());
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.produce(None, outputs, TraceParent::new_root()).await {
+            self.recover(consumer, handler, &error).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the handler's changed state to its changelog topic, inside the transaction
+    /// about to commit.
+    async fn checkpoint<H: Handler>(&mut self, handler: &mut H) -> Result<(), KafkaError> {
+        let Some(topic) = handler.state_topic() else {
+            return Ok(());
+        };
+        for (key, value) in handler.checkpoint() {
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key.as_bytes());
+            if let Some(value) = &value {
+                record = record.payload(value.as_slice());
+            }
+            crate::produce::send_waiting(&self.producer, record).await?;
+            self.metrics.produced(topic);
+        }
+        Ok(())
+    }
+
     /// Queues one record, waiting while librdkafka's produce queue is full (backpressure).
     async fn send(&self, topic: &str, key: &[u8], payload: &[u8], traceparent: TraceParent) -> Result<(), KafkaError> {
         let value = traceparent.header_value();
@@ -640,12 +697,16 @@ impl<C: CommitterKind> Worker<'_, C> {
             return Ok(true);
         }
         let result = if C::IS_TRANSACTIONAL {
-            self.commit_transaction(consumer).await?
+            match self.checkpoint(handler).await {
+                Ok(()) => self.commit_transaction(consumer).await?,
+                Err(error) => Err(error),
+            }
         } else {
             self.commit_external(handler, stop).await?
         };
         match result {
             Ok(()) => {
+                handler.committed();
                 self.metrics.committed();
                 self.summary.committed_transactions += 1;
                 self.batch.reset();
@@ -735,6 +796,7 @@ impl<C: CommitterKind> Worker<'_, C> {
             }
         }
         C::rollback(handler);
+        handler.rolled_back();
         self.metrics.aborted(&error.to_string());
         self.summary.aborted_transactions += 1;
         let partitions = self.batch.partitions();
@@ -776,10 +838,15 @@ impl<C: CommitterKind> Worker<'_, C> {
     where
         C: Committer<H>,
     {
-        if C::IS_TRANSACTIONAL {
-            return Ok(()); // Kafka's committed offsets already are the start positions
-        }
         let assigned = std::mem::take(&mut *consumer.context().assigned.lock().unwrap_or_else(|e| e.into_inner()));
+        if C::IS_TRANSACTIONAL {
+            // Kafka's committed offsets already are the start positions; state another
+            // instance checkpointed for the new partitions' keys is read again.
+            if let (false, Some(state_topic)) = (assigned.is_empty(), handler.state_topic()) {
+                restore_state(&self.runtime.config, self.runtime.agent, state_topic, handler).await?;
+            }
+            return Ok(());
+        }
         self.rewind(consumer, handler, &assigned).await
     }
 
@@ -848,6 +915,29 @@ impl<C: CommitterKind> Worker<'_, C> {
         }
         Ok(())
     }
+}
+
+/// Loads the handler's checkpointed state: every committed record of `state_topic`.
+async fn restore_state<H: Handler>(
+    config: &KafkaConfig,
+    agent: &str,
+    state_topic: &str,
+    handler: &mut H,
+) -> Result<(), RuntimeError> {
+    let started = Instant::now();
+    crate::admin::ensure_topics(config, &[(state_topic, true)]).await?;
+    let group = format!("{}-state-restore", config.group_for(agent));
+    let consumer = crate::changelog::assign_from_start(config, state_topic, &group)
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let records = crate::changelog::read_to_end(&consumer, state_topic, |message| {
+        if let Some(key) = message.key() {
+            handler.restore(key, message.payload());
+        }
+    })
+    .await
+    .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    tracing::info!(agent, state_topic, records, elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
+    Ok(())
 }
 
 /// A dead letter always fits its own schema; failing here means the embedded schemas are broken.

@@ -7,13 +7,13 @@
 //! offsets) and a run: the topics replay from the start into the same rows.
 
 use crate::{Pool, StorageError, offsets};
-use sm_domain::{DomainEvent, Envelope};
+use sm_domain::{Decode, Envelope};
 use sm_kafka::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Source};
 use std::future::Future;
 
 /// How events of one type become rows.
 pub trait Projection: Send + Sync + 'static {
-    type Event: DomainEvent;
+    type Event: Decode;
 
     /// Key of the projection in the offset store; never change it once deployed.
     fn name(&self) -> &'static str;

@@ -4,8 +4,7 @@
 //! agent never judges a reading against a half-loaded registry, then keeps following it.
 
 use crate::validate::RegisteredSensor;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use sm_domain::{AssetId, AssetRegistered, Codec, SensorId};
 use sm_kafka::KafkaConfig;
 use std::collections::HashMap;
@@ -57,17 +56,8 @@ impl AssetRegistry {
 }
 
 /// Errors of loading the registry.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("reading the asset registry topic {topic}: {source}")]
-    Kafka {
-        topic: String,
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
-    #[error("the asset registry topic {0} has no partitions; create it with `smctl topics create`")]
-    NoPartitions(String),
-}
+/// Why the registry could not be loaded.
+pub type RegistryError = sm_kafka::changelog::ChangelogError;
 
 /// Loads `topic` to its end into a new registry, then keeps following it in a background
 /// task (aborted when the returned handle is dropped... or with `abort()`).
@@ -75,44 +65,11 @@ pub async fn follow(
     config: &KafkaConfig,
     topic: &str,
 ) -> Result<(AssetRegistry, tokio::task::JoinHandle<()>), RegistryError> {
-    let kafka = |source| RegistryError::Kafka { topic: topic.to_owned(), source };
-    let consumer: StreamConsumer = config
-        .client_config()
-        .set("group.id", "sm-ingestion-registry") // never commits: assign() reads from the start
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(kafka)?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(kafka)?;
-    let partitions: Vec<i32> =
-        metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
-    if partitions.is_empty() {
-        return Err(RegistryError::NoPartitions(topic.to_owned()));
-    }
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for partition in &partitions {
-        assignment.add_partition_offset(topic, *partition, Offset::Beginning).map_err(kafka)?;
-        let (low, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(30)).map_err(kafka)?;
-        if high > low {
-            ends.insert(*partition, high);
-        }
-    }
-    consumer.assign(&assignment).map_err(kafka)?;
+    let consumer = sm_kafka::changelog::assign_from_start(config, topic, "sm-ingestion-registry")?;
     let registry = AssetRegistry::default();
     let codec = Codec::embedded().expect("embedded schemas are valid");
     let started = Instant::now();
-    // Catch up: until every partition's position reached the end seen at start.
-    while !ends.is_empty() {
-        let message = consumer.recv().await.map_err(kafka)?;
-        apply_message(&registry, &codec, &message);
-        if ends.get(&message.partition()).is_some_and(|end| message.offset() + 1 >= *end) {
-            ends.remove(&message.partition());
-        }
-        if ends.keys().all(|p| position_at_end(&consumer, topic, *p, ends[p])) {
-            break;
-        }
-    }
+    sm_kafka::changelog::read_to_end(&consumer, topic, |message| apply_message(&registry, &codec, message)).await?;
     tracing::info!(
         sensors = registry.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -131,16 +88,6 @@ pub async fn follow(
         }
     });
     Ok((registry, task))
-}
-
-/// Transaction markers take offsets too, so "at the end" is the consumer position, not the
-/// last record's offset.
-fn position_at_end(consumer: &StreamConsumer, topic: &str, partition: i32, end: i64) -> bool {
-    consumer
-        .position()
-        .ok()
-        .and_then(|list| list.find_partition(topic, partition).and_then(|p| p.offset().to_raw()))
-        .is_some_and(|position| position >= end)
 }
 
 fn apply_message(registry: &AssetRegistry, codec: &Codec, message: &rdkafka::message::BorrowedMessage<'_>) {
