@@ -6,8 +6,10 @@
 //! Layout:
 //! - [`schema`]: the read-model tables (migrations, TimescaleDB-aware);
 //! - [`readings`]: validated readings → `readings`, `latest_readings`, minute and hour rollups;
-//! - [`assets`]: asset registrations → `assets` and `sensors`.
+//! - [`assets`]: asset registrations → `assets` and `sensors`;
+//! - [`alerts`]: anomalies, stale sensors, drift and retrain requests.
 
+pub mod alerts;
 pub mod assets;
 pub mod readings;
 pub mod schema;

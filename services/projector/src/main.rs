@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use sm_domain::topics;
-use sm_projector::{ProjectorConfig, assets::AssetsProjection, readings::ReadingsProjection, schema};
+use sm_projector::{ProjectorConfig, alerts::AlertsProjection, assets::AssetsProjection, readings::ReadingsProjection, schema};
 use sm_storage::ProjectionWriter;
 
 #[tokio::main]
@@ -26,7 +26,13 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(?flavor, "read models ready");
     sm_kafka::ensure_topics(
         &config.kafka,
-        &[(topics::READINGS_VALIDATED, false), (topics::ASSETS, true), (topics::PROJECTIONS_REJECTED, false)],
+        &[
+            (topics::READINGS_VALIDATED, false),
+            (topics::ASSETS, true),
+            (topics::ANOMALIES, false),
+            (topics::DRIFT, false),
+            (topics::PROJECTIONS_REJECTED, false),
+        ],
     )
     .await
     .context("creating topics")?;
@@ -54,11 +60,23 @@ async fn main() -> anyhow::Result<()> {
         topics::PROJECTIONS_REJECTED,
     )?
     .run_projection(ProjectionWriter::new(pool.clone(), AssetsProjection), signal());
+    let alerts = sm_kafka::Runtime::new(
+        config.kafka.clone(),
+        "projector-alerts",
+        &[topics::ANOMALIES, topics::DRIFT],
+        topics::PROJECTIONS_REJECTED,
+    )?
+    .run_projection(ProjectionWriter::new(pool.clone(), AlertsProjection), signal());
     tokio::spawn(async move {
         sm_telemetry::shutdown_signal().await;
         let _ = stop.send(true);
     });
-    let (readings, assets) = tokio::join!(readings, assets);
-    tracing::info!(readings = ?readings.context("readings projection")?, assets = ?assets.context("assets projection")?, "stopped");
+    let (readings, assets, alerts) = tokio::join!(readings, assets, alerts);
+    tracing::info!(
+        readings = ?readings.context("readings projection")?,
+        assets = ?assets.context("assets projection")?,
+        alerts = ?alerts.context("alerts projection")?,
+        "stopped"
+    );
     Ok(())
 }

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "latest readings", sql: |_| LATEST.to_owned() },
     Migration { version: 3, name: "minute and hour rollups", sql: rollups },
     Migration { version: 4, name: "assets and sensors", sql: |_| ASSETS.to_owned() },
+    Migration { version: 5, name: "anomalies, stale sensors, drift and retrain requests", sql: |_| ALERTS.to_owned() },
 ];
 
 const READING_COLUMNS: &str = "
@@ -147,3 +148,78 @@ CREATE TABLE sensors (
     expected_interval_ms bigint           NOT NULL
 );
 CREATE INDEX sensors_asset ON sensors (asset_id);";
+
+/// What the analytics agents found. Keyed by event id: a replay rewrites the same rows.
+/// The `(…, occurred_at DESC, event_id DESC)` indexes serve the newest-first keyset pages.
+const ALERTS: &str = "
+CREATE TABLE anomalies (
+    event_id      text PRIMARY KEY,
+    tenant_id     text             NOT NULL,
+    asset_id      text             NOT NULL,
+    scope         text             NOT NULL,
+    sensor_id     text,
+    sensor_type   text,
+    detector      text             NOT NULL,
+    score         double precision NOT NULL,
+    threshold     double precision NOT NULL,
+    severity      smallint         NOT NULL,
+    value         double precision,
+    expected_low  double precision,
+    expected_high double precision,
+    contributing  jsonb            NOT NULL,
+    triggered_by  text[]           NOT NULL,
+    window_start  timestamptz,
+    backfill      boolean          NOT NULL,
+    occurred_at   timestamptz      NOT NULL,
+    recorded_at   timestamptz      NOT NULL
+);
+CREATE INDEX anomalies_time ON anomalies (occurred_at DESC, event_id DESC);
+CREATE INDEX anomalies_asset_time ON anomalies (asset_id, occurred_at DESC, event_id DESC);
+CREATE INDEX anomalies_sensor_time ON anomalies (sensor_id, occurred_at DESC, event_id DESC);
+CREATE TABLE stale_sensors (
+    event_id             text PRIMARY KEY,
+    tenant_id            text        NOT NULL,
+    asset_id             text        NOT NULL,
+    sensor_id            text        NOT NULL,
+    sensor_type          text        NOT NULL,
+    last_reading_at      timestamptz NOT NULL,
+    silent_for_ms        bigint      NOT NULL,
+    expected_interval_ms bigint      NOT NULL,
+    stale_after_ms       bigint      NOT NULL,
+    occurred_at          timestamptz NOT NULL
+);
+CREATE INDEX stale_sensors_asset_time ON stale_sensors (asset_id, occurred_at DESC);
+CREATE TABLE drift_events (
+    event_id        text PRIMARY KEY,
+    tenant_id       text             NOT NULL,
+    asset_id        text             NOT NULL,
+    sensor_id       text             NOT NULL,
+    sensor_type     text             NOT NULL,
+    test            text             NOT NULL,
+    statistic       double precision NOT NULL,
+    p_value         double precision,
+    psi             double precision,
+    reference_start timestamptz      NOT NULL,
+    reference_end   timestamptz      NOT NULL,
+    reference_size  integer          NOT NULL,
+    current_start   timestamptz      NOT NULL,
+    current_end     timestamptz      NOT NULL,
+    current_size    integer          NOT NULL,
+    backfill        boolean          NOT NULL,
+    occurred_at     timestamptz      NOT NULL,
+    recorded_at     timestamptz      NOT NULL
+);
+CREATE INDEX drift_events_time ON drift_events (occurred_at DESC, event_id DESC);
+CREATE INDEX drift_events_asset_time ON drift_events (asset_id, occurred_at DESC, event_id DESC);
+CREATE INDEX drift_events_sensor_time ON drift_events (sensor_id, occurred_at DESC, event_id DESC);
+CREATE TABLE retrain_requests (
+    event_id     text PRIMARY KEY,
+    tenant_id    text        NOT NULL,
+    asset_id     text        NOT NULL,
+    sensor_id    text        NOT NULL,
+    sensor_type  text        NOT NULL,
+    reason       text        NOT NULL,
+    history_from timestamptz NOT NULL,
+    history_to   timestamptz NOT NULL,
+    occurred_at  timestamptz NOT NULL
+);";

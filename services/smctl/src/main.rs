@@ -11,6 +11,7 @@
 //!
 //! [`publish`] holds the producer the bulk commands share; [`rfc3339`] the timestamps.
 
+mod analytics_demo;
 mod assets;
 mod catalog;
 mod demo;
@@ -91,6 +92,10 @@ enum DemoScenario {
     /// Simulates a small fleet through the running ingestion agent, projector and query
     /// service; reads the readings back over gRPC and checks every one is accounted for.
     Readings(demo::ReadingsDemoArgs),
+    /// Three simulated fleets (injected anomalies, drift, healthy) through the running
+    /// ingestion, anomaly, drift and projector services; prints recall per injected kind and
+    /// false alarms per asset-hour.
+    Analytics(analytics_demo::AnalyticsDemoArgs),
     /// Sends readings through the running pass-through agent and checks every one came out
     /// once: forwarded if valid, dead-lettered with a reason if not.
     Passthrough {
@@ -135,6 +140,9 @@ async fn main() -> anyhow::Result<()> {
             demo::readings(&config.kafka, &config.postgres, args).await
         }
         Command::Eval { what: EvalWhat::Anomaly(args) } => eval::anomaly(args),
+        Command::Demo { scenario: DemoScenario::Analytics(args) } => {
+            analytics_demo::analytics(&config.kafka, &config.postgres, args).await
+        }
         Command::Simulate(args) => simulate::run(&config.kafka, args).await.map(|_| ()),
         Command::IngestFile(args) => ingest_file::run(&config.kafka, args).await,
         Command::Demo { scenario: DemoScenario::Passthrough { readings, bad_fraction, timeout_secs } } => {

@@ -139,6 +139,8 @@ pub struct PlannedReading {
     pub encoding: Encoding,
     /// Event time is the wall clock at send plus this.
     pub time_offset_micros: i64,
+    /// Scenario effects that begin with this reading (`spike`, `shift`, `wear`, `drift`).
+    pub onsets: Vec<&'static str>,
 }
 
 /// What a planned record is.
@@ -336,6 +338,7 @@ impl Plan {
             sequence: self.next_sequence(sensor),
             encoding: Encoding::Avro,
             time_offset_micros: 0,
+            onsets: self.scenario.onsets(sensor, step),
         };
         (sensor, reading)
     }

@@ -175,6 +175,22 @@ impl Scenario {
         }
     }
 
+    /// The labels of the effects on `sensor` that begin at `step`: a spike at its step, a
+    /// shift or trend at the first step at or past its start. Ground truth with a time, for
+    /// scoring what the detectors found.
+    pub fn onsets(&self, sensor: usize, step: u64) -> Vec<&'static str> {
+        let first_step = |progress: f64| (progress * self.steps_per_sensor as f64).ceil().max(0.0) as u64;
+        self.effects[sensor]
+            .iter()
+            .filter(|effect| match **effect {
+                Effect::Spike { step: at, .. } => at == step,
+                Effect::Shift { at, .. } => first_step(at) == step,
+                Effect::Trend { start, .. } => first_step(start) == step,
+            })
+            .map(|effect| self.label(effect))
+            .collect()
+    }
+
     /// Expected value and noise of `sensor` at `step`, before clamping to its limits.
     pub fn signal(&self, sensor: usize, step: u64) -> Signal {
         let profile = &self.sensors[sensor];
@@ -253,6 +269,26 @@ fn wear(sensor: &SensorProfile, start: f64) -> Option<Effect> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_effect_has_exactly_one_onset_step() {
+        let steps = 1_000;
+        let scenario = Scenario::build(ScenarioKind::Anomaly, profiles(), steps, 7);
+        for sensor in 0..profiles().len() {
+            let onsets: usize = (0..steps).map(|step| scenario.onsets(sensor, step).len()).sum();
+            assert_eq!(onsets, scenario.effects(sensor).len(), "sensor {sensor}");
+            for step in 0..steps {
+                for label in scenario.onsets(sensor, step) {
+                    // The effect is visible from its onset on (a spike exactly there).
+                    let before = step.checked_sub(1).map(|s| scenario.signal(sensor, s).mean);
+                    let at = scenario.signal(sensor, step).mean;
+                    if label == "spike" || label == "shift" {
+                        assert_ne!(Some(at), before, "{label} at {step} on sensor {sensor}");
+                    }
+                }
+            }
+        }
+    }
 
     /// Sixteen assets: eight pumps (temperature, vibration, pressure, current) and eight bearings.
     fn profiles() -> Vec<SensorProfile> {

@@ -10,7 +10,7 @@
 //! or the producer briefly blocks, and nothing sleeps per reading.
 
 use crate::catalog::{Catalog, Fleet};
-use crate::plan::{Plan, PlanOptions, Renderer, Tally};
+use crate::plan::{Body, Plan, PlanOptions, Renderer, Tally};
 use crate::publish::{Publisher, reading_headers};
 use crate::scenario::ScenarioKind;
 use anyhow::Context;
@@ -121,6 +121,20 @@ pub struct Summary {
     /// Sensor id → what the scenario does to it (`drift`, `wear`, `spike`, `shift`); empty
     /// for `normal`. Ground truth for checking the analytics agents.
     pub affected_sensors: BTreeMap<String, Vec<&'static str>>,
+    /// Each effect with the event time of the reading it began with, in sending order. A
+    /// spike whose reading was built to be dead-lettered never reached the detectors and is
+    /// not listed.
+    pub injections: Vec<Injection>,
+}
+
+/// One scenario effect as sent: what, where, from when.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Injection {
+    pub kind: String,
+    pub asset_id: String,
+    pub sensor_id: String,
+    /// Event time of the first affected reading (µs since the epoch).
+    pub at_micros: i64,
 }
 
 impl SimulateArgs {
@@ -181,7 +195,7 @@ pub async fn run(config: &KafkaConfig, args: SimulateArgs) -> anyhow::Result<Sum
     let progress = progress_bar(total, show_progress)?;
     let started_at = Timestamp::now();
     let started = Instant::now();
-    let (tally, interrupted) =
+    let (tally, injections, interrupted) =
         send(&publisher, plan, renderer, args.rate, &progress, sm_telemetry::shutdown_signal()).await?;
     let sending = started.elapsed();
     progress.finish_and_clear();
@@ -208,6 +222,7 @@ pub async fn run(config: &KafkaConfig, args: SimulateArgs) -> anyhow::Result<Sum
         achieved_rate: tally.sent as f64 / sending.as_secs_f64().max(f64::EPSILON),
         interrupted,
         affected_sensors,
+        injections,
         tally,
     };
     print_summary(&summary, &fleet, sending, elapsed);
@@ -221,7 +236,7 @@ pub async fn run(config: &KafkaConfig, args: SimulateArgs) -> anyhow::Result<Sum
 }
 
 /// Sends the whole plan at `rate` readings/s, or until `shutdown` completes; returns what it
-/// queued and whether it was interrupted.
+/// queued, the scenario effects it began, and whether it was interrupted.
 async fn send(
     publisher: &Publisher,
     mut plan: Plan,
@@ -229,10 +244,11 @@ async fn send(
     rate: f64,
     progress: &ProgressBar,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<(Tally, bool)> {
+) -> anyhow::Result<(Tally, Vec<Injection>, bool)> {
     tokio::pin!(shutdown);
     let total = plan.size_hint().0 as u64;
     let mut tally = Tally::default();
+    let mut injections = Vec::new();
     let mut ticks = tokio::time::interval(TICK);
     // A late tick is not followed by a burst of catch-up ticks: the next one simply finds
     // more readings due.
@@ -241,12 +257,27 @@ async fn send(
     while tally.sent < total {
         tokio::select! {
             _ = ticks.tick() => {}
-            () = &mut shutdown => return Ok((tally, true)),
+            () = &mut shutdown => return Ok((tally, injections, true)),
         }
         let due = ((started.elapsed().as_secs_f64() * rate) as u64).clamp(1, total);
         while tally.sent < due {
             let Some(record) = plan.next() else { break };
-            let rendered = renderer.render(&record, Timestamp::now()).context("rendering a reading")?;
+            let now = Timestamp::now();
+            let rendered = renderer.render(&record, now).context("rendering a reading")?;
+            if let Body::Reading { reading, invalid } = &record.body {
+                for kind in &reading.onsets {
+                    // A dead-lettered spike never happened as far as the detectors know; a
+                    // shift or trend goes on in the next readings.
+                    if invalid.is_none() || *kind != "spike" {
+                        injections.push(Injection {
+                            kind: (*kind).to_owned(),
+                            asset_id: record.asset_id.as_str().to_owned(),
+                            sensor_id: reading.sensor_id.as_str().to_owned(),
+                            at_micros: now.as_micros() + reading.time_offset_micros,
+                        });
+                    }
+                }
+            }
             let headers = reading_headers(&rendered.traceparent, rendered.json);
             publisher
                 .send(topics::READINGS_RAW, &rendered.key, &rendered.payload, headers)
@@ -256,7 +287,7 @@ async fn send(
         }
         progress.set_position(tally.sent);
     }
-    Ok((tally, false))
+    Ok((tally, injections, false))
 }
 
 fn progress_bar(total: u64, visible: bool) -> anyhow::Result<ProgressBar> {
@@ -377,6 +408,7 @@ mod tests {
             achieved_rate: 990.0,
             interrupted: false,
             affected_sensors: BTreeMap::new(),
+            injections: Vec::new(),
         };
         let json = serde_json::to_value(&summary).unwrap();
         for field in [
