@@ -58,6 +58,8 @@ RUN groupadd --system --gid 10001 sm \
 COPY --from=builder /out/passthrough /usr/local/bin/
 COPY --from=builder /out/ingestion /usr/local/bin/
 COPY --from=builder /out/projector /usr/local/bin/
+COPY --from=builder /out/anomaly /usr/local/bin/
+COPY --from=builder /out/drift /usr/local/bin/
 COPY --from=builder /out/query /usr/local/bin/
 COPY --from=builder /out/smctl /usr/local/bin/
 

@@ -42,6 +42,25 @@ fn services() -> Vec<Service> {
             },
         },
         Service {
+            binary: "anomaly",
+            defaults: serde_json::to_value(sm_anomaly::AnomalyConfig::default()).unwrap(),
+            load: |env| {
+                let config: sm_anomaly::AnomalyConfig =
+                    sm_telemetry::config::load_from(None, env).map_err(|e| e.to_string())?;
+                config.kafka.validate()?;
+                config.anomaly.validate()
+            },
+        },
+        Service {
+            binary: "drift",
+            defaults: serde_json::to_value(sm_drift::DriftAgentConfig::default()).unwrap(),
+            load: |env| {
+                let config: sm_drift::DriftAgentConfig =
+                    sm_telemetry::config::load_from(None, env).map_err(|e| e.to_string())?;
+                config.kafka.validate()
+            },
+        },
+        Service {
             binary: "projector",
             defaults: serde_json::to_value(sm_projector::ProjectorConfig::default()).unwrap(),
             load: |env| {
