@@ -160,3 +160,75 @@ impl Handler for DriftAgent {
         self.state.rollback();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sm_domain::{AssetId, TenantId};
+
+    fn reading(sensor: &str, at_ms: i64, value: f64, backfill: bool) -> Envelope<ValidatedReading> {
+        Envelope::origin(
+            TenantId::from("t"),
+            AssetId::from("pump-1"),
+            Timestamp::from_millis(at_ms),
+            "test",
+            ValidatedReading {
+                sensor_id: sensor.into(),
+                sensor_type: "temperature".into(),
+                value,
+                unit: "degC".into(),
+                sequence: at_ms,
+                quality_flags: Vec::new(),
+                backfill,
+            },
+        )
+    }
+
+    /// A deterministic, noisy-looking value in [-1, 1] (no RNG needed).
+    fn noise(i: i64) -> f64 {
+        ((i as f64) * 12.9898).sin() * 43_758.545 % 1.0
+    }
+
+    fn settings() -> DriftSettings {
+        let mut settings = DriftSettings::default();
+        settings.monitor.reference_ms = 60_000;
+        settings.monitor.current_ms = 60_000;
+        settings
+    }
+
+    /// A level step after 10 minutes of 1 Hz readings: one drift and one retrain request
+    /// whose history window lies after the step.
+    #[test]
+    fn a_step_is_one_drift_and_one_retrain_request() {
+        let mut agent = DriftAgent::new(settings());
+        let step_at = 600_000;
+        let mut found = Vec::new();
+        for i in 0..1_200 {
+            let at = i * 1_000;
+            let value = 50.0 + noise(i) + if at >= step_at { 4.0 } else { 0.0 };
+            found.extend(agent.observe(&reading("pump-1.temp", at, value, false)));
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        let Found { drift, retrain } = &found[0];
+        assert!(!drift.backfill);
+        assert!(drift.current_end.as_micros() >= step_at * 1_000);
+        let retrain = retrain.as_ref().expect("a live drift asks for a retrain");
+        assert_eq!(retrain.reason, format!("drift:{}", drift.test));
+        assert_eq!((retrain.history_from, retrain.history_to), (drift.current_start, drift.current_end));
+    }
+
+    /// History imported with `backfill` is watched by monitors of its own: its drift is
+    /// reported as backfill, asks for no retrain, and leaves the live monitor alone.
+    #[test]
+    fn backfill_drift_asks_for_no_retrain_and_does_not_touch_live_state() {
+        let mut agent = DriftAgent::new(settings());
+        let mut found = Vec::new();
+        for i in 0..1_200 {
+            let value = 50.0 + noise(i) + if i >= 600 { 4.0 } else { 0.0 };
+            found.extend(agent.observe(&reading("pump-1.temp", i * 1_000, value, true)));
+        }
+        assert_eq!(found.len(), 1);
+        assert!(found[0].drift.backfill && found[0].retrain.is_none());
+        assert!(agent.state.get("s/pump-1.temp").is_none(), "live monitor untouched");
+    }
+}
