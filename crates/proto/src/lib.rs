@@ -4,9 +4,11 @@
 //! Layout:
 //! - [`v1`]: messages, clients and server traits of package `sm.v1`;
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection;
-//! - [`convert`]: event time to and from `google.protobuf.Timestamp`, and sensor specs to and
-//!   from the domain's [`sm_domain::SensorSpec`];
-//! - the clients re-exported at the top ([`ReadingServiceClient`], [`AssetServiceClient`]), so a
+//! - [`convert`]: event time to and from `google.protobuf.Timestamp`, sensor specs to and
+//!   from the domain's [`sm_domain::SensorSpec`], and the analytics events (anomalies, drift,
+//!   stale sensors, retrain requests) to their messages;
+//! - the clients re-exported at the top ([`ReadingServiceClient`], [`AssetServiceClient`],
+//!   [`AlertServiceClient`], [`DriftServiceClient`], [`AnomalyServiceClient`]), so a
 //!   command-line tool needs only `sm_proto::ReadingServiceClient::connect(url)`.
 //!
 //! It holds no server logic: `services/query` implements the server traits.
@@ -22,7 +24,10 @@ pub mod v1 {
 /// it with `tonic_reflection` so `grpcurl` works without the .proto files.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sm_v1_descriptor.bin"));
 
+pub use v1::alert_service_client::AlertServiceClient;
+pub use v1::anomaly_service_client::AnomalyServiceClient;
 pub use v1::asset_service_client::AssetServiceClient;
+pub use v1::drift_service_client::DriftServiceClient;
 pub use v1::reading_service_client::ReadingServiceClient;
 
 #[cfg(test)]
@@ -31,7 +36,7 @@ mod tests {
     use prost::Message;
 
     #[test]
-    fn descriptor_set_holds_both_services() {
+    fn descriptor_set_holds_every_service() {
         let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
         let services: Vec<String> = set
             .file
@@ -39,8 +44,15 @@ mod tests {
             .filter(|f| f.package() == "sm.v1")
             .flat_map(|f| f.service.iter().map(|s| format!("sm.v1.{}", s.name())))
             .collect();
-        assert!(services.contains(&"sm.v1.ReadingService".to_owned()), "{services:?}");
-        assert!(services.contains(&"sm.v1.AssetService".to_owned()), "{services:?}");
+        for service in [
+            "sm.v1.ReadingService",
+            "sm.v1.AssetService",
+            "sm.v1.AlertService",
+            "sm.v1.DriftService",
+            "sm.v1.AnomalyService",
+        ] {
+            assert!(services.contains(&service.to_owned()), "{service} not in {services:?}");
+        }
         assert!(set.file.iter().any(|f| f.name() == "google/protobuf/timestamp.proto"), "imports are included");
     }
 }

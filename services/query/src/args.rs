@@ -113,6 +113,27 @@ pub fn bucket_count(start: i64, end: i64, width: i64) -> Result<i64, QueryError>
     Ok(count)
 }
 
+/// Microseconds since the Unix epoch as RFC 3339 in UTC (`2025-11-24T16:00:00.000001Z`), for
+/// error messages: a person reads them, and a microsecond count means nothing to one. Days to
+/// a civil date with Howard Hinnant's `civil_from_days` (proleptic Gregorian calendar).
+pub fn display_time(micros: i64) -> String {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153; // March = 0
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (hour, minute, second) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
+    let fraction = if fraction == 0 { String::new() } else { format!(".{fraction:06}") };
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}Z")
+}
+
 /// `ceil(a / b)` for `a >= 0`, `b > 0` (`i64::div_ceil` is not stable for signed integers).
 fn div_ceil(a: i64, b: i64) -> i64 {
     debug_assert!(a >= 0 && b > 0, "div_ceil({a}, {b})");
@@ -146,6 +167,16 @@ mod tests {
         assert_eq!(page_size(1000, &settings).unwrap(), 1000);
         assert!(message(page_size(1001, &settings).unwrap_err()).starts_with("page_size: 1001 is above the maximum"));
         assert!(message(page_size(-1, &settings).unwrap_err()).starts_with("page_size: -1 is negative"));
+    }
+
+    #[test]
+    fn times_display_as_rfc3339_in_utc() {
+        assert_eq!(display_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(display_time(1_764_000_000_000_000), "2025-11-24T16:00:00Z");
+        assert_eq!(display_time(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(display_time(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(display_time(MIN_SECONDS * 1_000_000), "0001-01-01T00:00:00Z");
+        assert_eq!(display_time(MAX_SECONDS * 1_000_000), "9999-12-31T23:59:59Z");
     }
 
     #[test]

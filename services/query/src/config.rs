@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
-    /// Only for `RegisterAsset`, which publishes an event (idempotent producer, no consumer).
+    /// For `RegisterAsset`, which publishes an event (idempotent producer), and the alert feed
+    /// behind `StreamAlerts` (one consumer outside any group; it never commits).
     pub kafka: KafkaConfig,
     /// The projections the service reads. It never migrates them: the projector owns the schema.
     pub postgres: PostgresConfig,
@@ -39,6 +40,10 @@ pub struct QuerySettings {
     /// How long `RegisterAsset` waits for the broker's acknowledgement (librdkafka's
     /// `message.timeout.ms`) before answering `UNAVAILABLE`.
     pub publish_timeout_ms: u64,
+    /// Alerts a `StreamAlerts` client may fall behind by before its stream ends with
+    /// `RESOURCE_EXHAUSTED`. The buffer is shared by all streams (one `broadcast` channel), so
+    /// memory is bounded by this times an alert's size (~1 KiB), whatever the number of clients.
+    pub alert_stream_buffer: usize,
 }
 
 impl Default for QuerySettings {
@@ -49,6 +54,7 @@ impl Default for QuerySettings {
             default_page_size: 100,
             assets_topic: sm_domain::topics::ASSETS.to_owned(),
             publish_timeout_ms: 10_000,
+            alert_stream_buffer: 1024,
         }
     }
 }
@@ -86,6 +92,12 @@ impl QueryConfig {
         if query.publish_timeout_ms == 0 {
             return Err("SM_QUERY__PUBLISH_TIMEOUT_MS must be positive".into());
         }
+        if !(1..=1_000_000).contains(&query.alert_stream_buffer) {
+            return Err(format!(
+                "SM_QUERY__ALERT_STREAM_BUFFER={} must be between 1 and 1000000",
+                query.alert_stream_buffer
+            ));
+        }
         Ok(())
     }
 }
@@ -104,6 +116,14 @@ mod tests {
         assert_eq!(config.query.grpc_addr.to_string(), "127.0.0.1:50051");
         assert_eq!((config.query.default_page_size, config.query.max_page_size), (100, 1000));
         assert_eq!(config.query.assets_topic, "sm.assets.v1");
+        assert_eq!(config.query.alert_stream_buffer, 1024);
+    }
+
+    #[test]
+    fn an_empty_alert_stream_buffer_is_refused() {
+        // tokio's broadcast channel panics on a capacity of 0: refuse it before any stream.
+        let error = QueryConfig::load_from(&env(&[("SM_QUERY__ALERT_STREAM_BUFFER", "0")])).unwrap_err();
+        assert!(error.to_string().contains("SM_QUERY__ALERT_STREAM_BUFFER"), "{error}");
     }
 
     #[test]

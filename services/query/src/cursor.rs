@@ -1,8 +1,8 @@
 //! Page tokens: keyset cursors, opaque to clients.
 //!
 //! A token holds the position of the last row of a page (for readings: its `occurred_at`,
-//! `sensor_id` and `sequence`, which are unique and define the order) and, for readings, the
-//! filters the page was read with. The next page is "rows after this position", so paging
+//! `sensor_id` and `sequence`; for anomalies and drift: its `occurred_at` and `event_id`; each
+//! unique and defining the order) and, except for assets, the filters the page was read with. The next page is "rows after this position", so paging
 //! neither skips nor repeats a row when rows are inserted meanwhile, which an offset would.
 //! Keeping the filters lets the service refuse a token replayed with other filters, which
 //! would otherwise silently page through a different result from a foreign position.
@@ -19,6 +19,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 const VERSION: u8 = 1;
 const KIND_READINGS: u8 = 1;
 const KIND_ASSETS: u8 = 2;
+const KIND_ANOMALIES: u8 = 3;
+const KIND_DRIFT: u8 = 4;
 const SUBJECT_ASSET: u8 = 1;
 const SUBJECT_SENSOR: u8 = 2;
 const CHECKSUM_LEN: usize = 8;
@@ -48,6 +50,29 @@ pub struct ReadingPosition {
     pub sequence: i64,
 }
 
+/// The filters of a `ListAnomalies` or `ListDrift` request, as a token remembers them. Empty
+/// strings and 0 mean "no filter", as in the request (`ListDrift` has no scope or severity).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AlertFilter {
+    pub asset_id: String,
+    pub sensor_id: String,
+    pub scope: String,
+    pub min_severity: i32,
+    /// Inclusive lower bound of event time (µs since the Unix epoch); `None`: unbounded.
+    pub from: Option<i64>,
+    /// Exclusive upper bound of event time; `None`: unbounded.
+    pub to: Option<i64>,
+    pub include_backfill: bool,
+}
+
+/// A row's place in alert order: (occurred_at, event_id), descending. Event ids are unique,
+/// so the order is total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertPosition {
+    pub occurred_at: i64,
+    pub event_id: String,
+}
+
 /// Where the next page starts, and for which request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
@@ -55,6 +80,10 @@ pub enum Cursor {
     Readings { filter: ReadingFilter, after: ReadingPosition },
     /// `ListAssets`: the next page holds assets whose id sorts after `after_asset_id`.
     Assets { after_asset_id: String },
+    /// `ListAnomalies`: the next page holds the anomalies after `after`, under `filter`.
+    Anomalies { filter: AlertFilter, after: AlertPosition },
+    /// `ListDrift`: the next page holds the drift events after `after`, under `filter`.
+    Drift { filter: AlertFilter, after: AlertPosition },
 }
 
 /// Why a page token was refused. Each message tells the client what to do.
@@ -71,7 +100,7 @@ pub enum CursorError {
     #[error("was issued by {issued_by}, not {used_with}; leave it empty for the first page")]
     WrongMethod { issued_by: &'static str, used_with: &'static str },
     #[error(
-        "was issued for other filters ({issued}); send the same asset_id, sensor_id, start and end as the first page, or start again with an empty page_token"
+        "was issued for other filters ({issued}); send the same filters as for the first page, or start again with an empty page_token"
     )]
     FilterMismatch { issued: String },
 }
@@ -82,6 +111,8 @@ impl Cursor {
         match self {
             Cursor::Readings { .. } => "ListReadings",
             Cursor::Assets { .. } => "ListAssets",
+            Cursor::Anomalies { .. } => "ListAnomalies",
+            Cursor::Drift { .. } => "ListDrift",
         }
     }
 
@@ -106,6 +137,14 @@ impl Cursor {
             Cursor::Assets { after_asset_id } => {
                 bytes.push(KIND_ASSETS);
                 put_str(&mut bytes, after_asset_id);
+            }
+            Cursor::Anomalies { filter, after } => {
+                bytes.push(KIND_ANOMALIES);
+                put_alert(&mut bytes, filter, after);
+            }
+            Cursor::Drift { filter, after } => {
+                bytes.push(KIND_DRIFT);
+                put_alert(&mut bytes, filter, after);
             }
         }
         let checksum = fnv1a64(&bytes);
@@ -140,6 +179,14 @@ impl Cursor {
                 Cursor::Readings { filter, after }
             }
             KIND_ASSETS => Cursor::Assets { after_asset_id: reader.str()? },
+            KIND_ANOMALIES => {
+                let (filter, after) = reader.alert()?;
+                Cursor::Anomalies { filter, after }
+            }
+            KIND_DRIFT => {
+                let (filter, after) = reader.alert()?;
+                Cursor::Drift { filter, after }
+            }
             _ => return Err(CursorError::Undecodable),
         };
         // A valid checksum over bytes we do not fully understand is not a token of ours.
@@ -159,6 +206,35 @@ impl std::fmt::Display for ReadingFilter {
         let bound = |b: Option<i64>| b.map_or_else(|| "unset".to_owned(), |micros| format!("{micros}µs"));
         write!(f, ", start={}, end={}", bound(self.start), bound(self.end))
     }
+}
+
+impl std::fmt::Display for AlertFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bound = |b: Option<i64>| b.map_or_else(|| "unset".to_owned(), |micros| format!("{micros}µs"));
+        write!(
+            f,
+            "asset_id={:?}, sensor_id={:?}, scope={:?}, min_severity={}, from={}, to={}, include_backfill={}",
+            self.asset_id,
+            self.sensor_id,
+            self.scope,
+            self.min_severity,
+            bound(self.from),
+            bound(self.to),
+            self.include_backfill
+        )
+    }
+}
+
+fn put_alert(bytes: &mut Vec<u8>, filter: &AlertFilter, after: &AlertPosition) {
+    put_str(bytes, &filter.asset_id);
+    put_str(bytes, &filter.sensor_id);
+    put_str(bytes, &filter.scope);
+    bytes.extend_from_slice(&filter.min_severity.to_be_bytes());
+    put_opt_i64(bytes, filter.from);
+    put_opt_i64(bytes, filter.to);
+    bytes.push(u8::from(filter.include_backfill));
+    bytes.extend_from_slice(&after.occurred_at.to_be_bytes());
+    put_str(bytes, &after.event_id);
 }
 
 fn put_str(bytes: &mut Vec<u8>, text: &str) {
@@ -208,6 +284,34 @@ impl Reader<'_> {
         }
     }
 
+    fn i32(&mut self) -> Result<i32, CursorError> {
+        let raw: [u8; 4] = self.take(4)?.try_into().map_err(|_| CursorError::Undecodable)?;
+        Ok(i32::from_be_bytes(raw))
+    }
+
+    fn bool(&mut self) -> Result<bool, CursorError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(CursorError::Undecodable),
+        }
+    }
+
+    /// The fields [`put_alert`] wrote, in its order.
+    fn alert(&mut self) -> Result<(AlertFilter, AlertPosition), CursorError> {
+        let filter = AlertFilter {
+            asset_id: self.str()?,
+            sensor_id: self.str()?,
+            scope: self.str()?,
+            min_severity: self.i32()?,
+            from: self.opt_i64()?,
+            to: self.opt_i64()?,
+            include_backfill: self.bool()?,
+        };
+        let after = AlertPosition { occurred_at: self.i64()?, event_id: self.str()? };
+        Ok((filter, after))
+    }
+
     fn str(&mut self) -> Result<String, CursorError> {
         let raw: [u8; 4] = self.take(4)?.try_into().map_err(|_| CursorError::Undecodable)?;
         let len = u32::from_be_bytes(raw) as usize;
@@ -250,6 +354,22 @@ mod tests {
             },
             Cursor::Assets { after_asset_id: "asset-0099".into() },
             Cursor::Assets { after_asset_id: String::new() },
+            Cursor::Anomalies {
+                filter: AlertFilter {
+                    asset_id: "pump-7".into(),
+                    sensor_id: String::new(),
+                    scope: "sensor".into(),
+                    min_severity: 3,
+                    from: Some(-1),
+                    to: None,
+                    include_backfill: true,
+                },
+                after: AlertPosition { occurred_at: 1_764_000_000_000_000, event_id: "0194-ab".into() },
+            },
+            Cursor::Drift {
+                filter: AlertFilter::default(),
+                after: AlertPosition { occurred_at: i64::MIN, event_id: String::new() },
+            },
         ];
         for cursor in cursors {
             let token = cursor.encode();

@@ -1,8 +1,9 @@
 //! The service's one error type, and the one place it becomes a gRPC [`Status`].
 //!
 //! Few codes, each telling the client what to do: `INVALID_ARGUMENT` (fix the request; the
-//! message names the field), `NOT_FOUND`, `UNAVAILABLE` (retry with backoff) and, for bugs
-//! only, `INTERNAL`. Database and broker errors are logged in full here and reach the client
+//! message names the field), `NOT_FOUND`, `FAILED_PRECONDITION` (the data needed is not there:
+//! change the window), `UNAVAILABLE` (retry with backoff), `RESOURCE_EXHAUSTED` (an alert
+//! stream fell behind: reconnect) and, for bugs only, `INTERNAL`. Database and broker errors are logged in full here and reach the client
 //! as a short message: their text can hold table names, addresses or SQL.
 
 use crate::cursor::CursorError;
@@ -19,6 +20,29 @@ pub enum QueryError {
     InvalidCursor(#[from] CursorError),
     #[error("asset {0:?} not found; it may be registered but not projected yet (reads are eventually consistent)")]
     AssetNotFound(String),
+    #[error("sensor {0:?} has no readings and is not registered; check sensor_id (GetAsset lists an asset's sensors)")]
+    SensorNotFound(String),
+    /// A time window of an on-demand check holds no readings of the sensor.
+    #[error(
+        "the {window} window [{from}, {to}) holds no readings of sensor {sensor_id:?}; move or widen it ({window}_from, {window}_to)",
+        from = crate::args::display_time(*.from_micros),
+        to = crate::args::display_time(*.to_micros)
+    )]
+    EmptyWindow { window: &'static str, sensor_id: String, from_micros: i64, to_micros: i64 },
+    /// The alert feed (the Kafka consumer behind `StreamAlerts`) is not live.
+    #[error("alert feed {0}; reconnect with backoff")]
+    AlertFeedUnavailable(&'static str),
+    /// A `StreamAlerts` subscriber fell further behind than the buffer holds.
+    #[error(
+        "alert stream fell behind by {skipped} alerts and was ended; reconnect, and fill the gap with ListAnomalies and ListDrift"
+    )]
+    StreamLagged { skipped: u64 },
+    /// A projection row holds what the projector never writes: a bug, or a hand-edited row.
+    #[error("corrupt row in {table}: {reason}")]
+    CorruptRow { table: &'static str, reason: String },
+    /// A blocking analysis task panicked or was cancelled: a bug.
+    #[error("analysis task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     /// PostgreSQL unreachable, or a query failed.
     #[error("projection store: {0}")]
     Database(#[from] sm_storage::StorageError),
@@ -59,7 +83,18 @@ impl From<QueryError> for Status {
             QueryError::InvalidArgument { .. } | QueryError::InvalidCursor(_) => {
                 Status::invalid_argument(error.to_string())
             }
-            QueryError::AssetNotFound(_) => Status::not_found(error.to_string()),
+            QueryError::AssetNotFound(_) | QueryError::SensorNotFound(_) => Status::not_found(error.to_string()),
+            QueryError::EmptyWindow { .. } => Status::failed_precondition(error.to_string()),
+            QueryError::AlertFeedUnavailable(_) => Status::unavailable(error.to_string()),
+            QueryError::StreamLagged { .. } => Status::resource_exhausted(error.to_string()),
+            QueryError::CorruptRow { table, reason } => {
+                tracing::error!(table, error = %reason, "cannot read a projection row");
+                Status::internal("a stored row could not be read")
+            }
+            QueryError::Task(source) => {
+                tracing::error!(error = %source, "analysis task failed");
+                Status::internal("the analysis failed")
+            }
             QueryError::Database(source) => {
                 tracing::error!(error = %source, "projection query failed");
                 Status::unavailable("projection store unavailable; retry later")
@@ -104,5 +139,21 @@ mod tests {
     #[test]
     fn unknown_assets_are_not_found() {
         assert_eq!(Status::from(QueryError::AssetNotFound("p-1".into())).code(), Code::NotFound);
+        assert_eq!(Status::from(QueryError::SensorNotFound("p-1.t".into())).code(), Code::NotFound);
+    }
+
+    #[test]
+    fn empty_windows_fail_a_precondition_and_say_which_fields_to_change() {
+        let error = QueryError::EmptyWindow { window: "current", sensor_id: "s".into(), from_micros: 1, to_micros: 2 };
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().contains("current_from, current_to"), "{}", status.message());
+    }
+
+    #[test]
+    fn a_lagging_stream_ends_with_resource_exhausted() {
+        let status = Status::from(QueryError::StreamLagged { skipped: 7 });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("behind by 7"), "{}", status.message());
     }
 }

@@ -6,30 +6,42 @@
 //!   `SM_QUERY__*`);
 //! - [`readings`]: `sm.v1.ReadingService` (history pages, aggregates, latest values);
 //! - [`assets`]: `sm.v1.AssetService` (registry reads, `RegisterAsset`);
+//! - [`alerts`]: `sm.v1.AlertService` (anomaly and drift pages, `StreamAlerts`);
+//! - [`feed`]: the one Kafka consumer behind `StreamAlerts`, fanned out to every stream;
+//! - [`drift`]: `sm.v1.DriftService` (`CheckDrift`, the drift agent's test on demand);
+//! - [`anomaly`]: `sm.v1.AnomalyService` (`ScoreReadings`, the anomaly agent's detector on
+//!   demand);
 //! - [`args`]: validation of the fields several methods share;
 //! - [`cursor`]: page tokens (keyset cursors);
 //! - [`db`]: exact microsecond conversions to PostgreSQL's `timestamptz` and `interval`;
 //! - [`error`]: [`QueryError`] and its mapping to gRPC status codes, in one place;
-//! - [`metrics`]: request counts and latencies;
+//! - [`metrics`]: request counts and latencies, and the alert feed's counts;
 //! - [`QueryServer`]: all of it on one port, with gRPC health and reflection.
 //!
 //! The service does not own or migrate the tables it reads: the projector does
 //! (`services/projector/src/schema.rs`).
 
+pub mod alerts;
+pub mod anomaly;
 pub mod args;
 pub mod assets;
 pub mod config;
 pub mod cursor;
 pub mod db;
+pub mod drift;
 pub mod error;
+pub mod feed;
 pub mod metrics;
 pub mod readings;
 
 pub use config::{QueryConfig, QuerySettings};
 pub use error::QueryError;
 
-use sm_proto::v1::asset_service_server::AssetServiceServer;
-use sm_proto::v1::reading_service_server::ReadingServiceServer;
+use sm_proto::v1::alert_service_server::{self, AlertServiceServer};
+use sm_proto::v1::anomaly_service_server::{self, AnomalyServiceServer};
+use sm_proto::v1::asset_service_server::{self, AssetServiceServer};
+use sm_proto::v1::drift_service_server::{self, DriftServiceServer};
+use sm_proto::v1::reading_service_server::{self, ReadingServiceServer};
 use sm_storage::Pool;
 use sm_telemetry::Health;
 use std::future::Future;
@@ -49,6 +61,8 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum ServeError {
     #[error("cannot create the Kafka producer: {0}; check SM_KAFKA__*")]
     Producer(#[source] rdkafka::error::KafkaError),
+    #[error("cannot create the alert feed's Kafka consumer: {0}; check SM_KAFKA__*")]
+    Consumer(#[source] rdkafka::error::KafkaError),
     #[error("cannot load the event schemas: {0}")]
     Codec(#[from] sm_domain::CodecError),
     #[error("cannot build gRPC reflection from the descriptors: {0}")]
@@ -57,32 +71,50 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Both gRPC services, health and reflection, ready to serve on a listener.
+/// Every gRPC service, health and reflection, ready to serve on a listener.
 pub struct QueryServer {
     pool: Pool,
     readings: readings::Readings,
     assets: assets::Assets,
+    alerts: alerts::Alerts,
+    drift: drift::Drift,
+    anomaly: anomaly::Anomalies,
+    /// The fan-out side of the alert feed: readiness follows it, shutdown stops it.
+    feed: feed::AlertFeed,
+    /// Runs as a task while serving.
+    feed_consumer: feed::FeedConsumer,
 }
 
 impl QueryServer {
     /// Builds the services from configuration and a pool (see [`sm_storage::connect`]).
-    /// Nothing connects yet: the pool and the producer connect lazily.
+    /// Nothing connects yet: the pool and the producer connect lazily, the alert feed's
+    /// consumer when serving starts.
     pub fn new(config: &QueryConfig, pool: Pool) -> Result<Self, ServeError> {
         let settings = Arc::new(config.query.clone());
         let publisher = assets::Publisher::new(&config.kafka, &settings)?;
+        let (feed, feed_consumer) = feed::build(&config.kafka, &settings)?;
         Ok(Self {
             readings: readings::Readings::new(pool.clone(), settings.clone()),
-            assets: assets::Assets::new(pool.clone(), settings, publisher),
+            assets: assets::Assets::new(pool.clone(), settings.clone(), publisher),
+            alerts: alerts::Alerts::new(pool.clone(), settings, feed.clone()),
+            drift: drift::Drift::new(pool.clone()),
+            anomaly: anomaly::Anomalies::new(pool.clone()),
             pool,
+            feed,
+            feed_consumer,
         })
     }
 
     /// Serves on `listener` until `shutdown` completes, then lets requests in flight finish.
+    /// Alert streams never finish by themselves, so shutdown first ends them
+    /// ([`feed::AlertFeed::stop`]; clients see `UNAVAILABLE` and reconnect elsewhere).
     ///
     /// Readiness follows the database: `SELECT 1` at start and every few seconds sets
-    /// `postgres` in `health` (for `/readyz`) and the gRPC health status of both services
-    /// (and of the server, `""`), `SERVING` or `NOT_SERVING`. Taking the listener (bound
-    /// by the caller) lets tests use port 0 and know the address before serving.
+    /// `postgres` in `health` (for `/readyz`) and the gRPC health status of every service
+    /// (and of the server, `""`), `SERVING` or `NOT_SERVING`. `sm.v1.AlertService` is
+    /// `SERVING` only once the alert feed is live as well, so a client (or a test) can wait
+    /// for it before opening a stream. Taking the listener (bound by the caller) lets tests
+    /// use port 0 and know the address before serving.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -100,17 +132,31 @@ impl QueryServer {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        report_readiness(&self.pool, &reporter, &health).await;
+        // Watching before the feed can change, so no change goes unreported until a tick.
+        let mut feed_state = self.feed.watch_state();
+        let consumer = tokio::spawn(self.feed_consumer.run());
+        report_readiness(&self.pool, &reporter, &health, &self.feed).await;
         let watcher = {
-            let (pool, reporter, health) = (self.pool.clone(), reporter.clone(), health.clone());
+            let (pool, reporter, health, feed) =
+                (self.pool.clone(), reporter.clone(), health.clone(), self.feed.clone());
             tokio::spawn(async move {
                 let mut interval = tokio::time::interval(READINESS_INTERVAL);
                 interval.tick().await; // the first tick is immediate; start just checked
+                let mut feed_watched = true;
                 loop {
-                    interval.tick().await;
-                    report_readiness(&pool, &reporter, &health).await;
+                    // A change of the feed's state is reported at once, not at the next tick.
+                    tokio::select! {
+                        _ = interval.tick() => {}
+                        changed = feed_state.changed(), if feed_watched => feed_watched = changed.is_ok(),
+                    }
+                    report_readiness(&pool, &reporter, &health, &feed).await;
                 }
             })
+        };
+        let feed = self.feed.clone();
+        let shutdown = async move {
+            shutdown.await;
+            feed.stop();
         };
 
         // Nagle's algorithm would hold small responses back for a delayed ACK.
@@ -121,15 +167,25 @@ impl QueryServer {
             .add_service(reflection_v1alpha)
             .add_service(ReadingServiceServer::new(self.readings))
             .add_service(AssetServiceServer::new(self.assets))
+            .add_service(AlertServiceServer::new(self.alerts))
+            .add_service(DriftServiceServer::new(self.drift))
+            .add_service(AnomalyServiceServer::new(self.anomaly))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         watcher.abort();
+        consumer.abort();
         Ok(result?)
     }
 }
 
-/// Checks the database once and publishes the outcome to `/readyz` and gRPC health.
-async fn report_readiness(pool: &Pool, reporter: &tonic_health::server::HealthReporter, health: &Health) {
+/// Checks the database once and publishes the outcome, with the alert feed's state, to
+/// `/readyz` and gRPC health.
+async fn report_readiness(
+    pool: &Pool,
+    reporter: &tonic_health::server::HealthReporter,
+    health: &Health,
+    feed: &feed::AlertFeed,
+) {
     // Bounded: an unreachable host can hold a TCP connect for minutes.
     let ready = match tokio::time::timeout(READINESS_TIMEOUT, ping(pool)).await {
         Ok(Ok(())) => true,
@@ -143,12 +199,18 @@ async fn report_readiness(pool: &Pool, reporter: &tonic_health::server::HealthRe
         }
     };
     health.set("postgres", ready);
-    let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-    for service in
-        ["", sm_proto::v1::reading_service_server::SERVICE_NAME, sm_proto::v1::asset_service_server::SERVICE_NAME]
-    {
-        reporter.set_service_status(service, status).await;
+    let status = |ready| if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+    for service in [
+        "",
+        reading_service_server::SERVICE_NAME,
+        asset_service_server::SERVICE_NAME,
+        drift_service_server::SERVICE_NAME,
+        anomaly_service_server::SERVICE_NAME,
+    ] {
+        reporter.set_service_status(service, status(ready)).await;
     }
+    let feed_live = feed.state() == feed::FeedState::Live;
+    reporter.set_service_status(alert_service_server::SERVICE_NAME, status(ready && feed_live)).await;
 }
 
 /// `SELECT 1` on a pooled connection.

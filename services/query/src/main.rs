@@ -1,5 +1,7 @@
 //! query: the gRPC read API over the projections (`sm.v1.ReadingService`,
-//! `sm.v1.AssetService`), with gRPC health and reflection on the same port.
+//! `sm.v1.AssetService`, `sm.v1.AlertService`) and the on-demand analytics
+//! (`sm.v1.DriftService`, `sm.v1.AnomalyService`), with gRPC health and reflection on the
+//! same port.
 
 use anyhow::Context;
 use sm_query::{QueryConfig, QueryServer};
@@ -19,10 +21,14 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%http_addr, "serving /metrics /healthz /readyz");
 
     // RegisterAsset publishes there; creating it here means the first registration never
-    // meets a missing topic (brokers do not auto-create platform topics).
-    sm_kafka::ensure_topics(&config.kafka, &[(&config.query.assets_topic, true)])
-        .await
-        .context("creating the assets topic")?;
+    // meets a missing topic (brokers do not auto-create platform topics). The alert topics
+    // are what StreamAlerts follows: its feed starts once they exist.
+    let topics = [
+        (config.query.assets_topic.as_str(), true),
+        (sm_domain::topics::ANOMALIES, false),
+        (sm_domain::topics::DRIFT, false),
+    ];
+    sm_kafka::ensure_topics(&config.kafka, &topics).await.context("creating the assets and alert topics")?;
     health.set("kafka", true);
 
     // No migrations: the projector owns the schema, and the service only reads it.
