@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // At run time (set by cargo test): a test binary built in another clone sharing the
+    // target dir must read this clone's files.
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo test")).join("..")
 }
 
 /// The services the image runs, with their configuration defaults and a loader that type-checks

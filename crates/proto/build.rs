@@ -5,10 +5,12 @@
 //! needs no `protoc` on the machine or in the Docker image. Generated code is never committed.
 
 use prost::Message;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with env!: clones at other paths share the target dir
+    // (CI), and a build script compiled in one must not read the other's files.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let package_dir = root.join("sm/v1");
     let mut files: Vec<PathBuf> =
         std::fs::read_dir(&package_dir)?.map(|entry| entry.map(|e| e.path())).collect::<Result<_, _>>()?;

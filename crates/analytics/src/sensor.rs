@@ -1,24 +1,49 @@
 //! Per-sensor streaming anomaly detection: a robust z-score on a rolling median/MAD and an
-//! EWMA z-score, run side by side, with persistence (k of the last n points) and alarm
-//! hysteresis so that one incident raises one alarm.
+//! EWMA z-score, run side by side, gated by how rare the value is in the recent window, with
+//! persistence (k of the last n points) and alarm hysteresis so that one incident raises one
+//! alarm.
+//!
+//! A point *exceeds* when one detector's score passes its threshold **and** the value is rare
+//! in the window (few recent values near it). The gate is what lets one default config serve
+//! both Gaussian-like sensors, where it changes nothing, and sensors with a daily cycle or two
+//! operating levels, where the MAD describes only the majority level and every visit to the
+//! other level would otherwise alarm. A value between the usual levels, or past them, is still
+//! rare and still alarms.
 //!
 //! Each value is scored against the state *before* it, then added to the state. Both
-//! baselines keep learning while an alarm is active: after a sustained level shift the
-//! rolling median moves to the new level within half a window, the scores fall back and the
-//! alarm clears. That is deliberate: a step that persists is news once, not forever.
+//! baselines keep learning while an alarm is active: after a sustained level shift the median
+//! reaches the new level within half a window, the scores fall back, the alarm clears and the
+//! new level is the baseline. That is deliberate: a step that persists is news once, not
+//! forever. A Gaussian sensor passes the default gate about once in 70,000 values.
 //!
-//! What this is not: a seasonal model (a daily cycle is treated as variance) or a drift test
-//! (see [`crate::drift`]). Values are plain `f64`s; timestamps, units and ids are the agent's.
+//! What this is not: a seasonal model (a missing daily peak goes unseen) or a drift test (see
+//! [`crate::drift`]). Values are plain `f64`s; timestamps, units and ids are the agent's.
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// MAD → standard deviation for Gaussian data.
 const MAD_TO_SD: f64 = 1.4826;
-/// Mean absolute deviation → standard deviation for Gaussian data (√(π/2)).
-const MEAN_AD_TO_SD: f64 = 1.253_314;
 /// Persistence is a bit mask of the last n points, so n is at most 64.
 const MAX_PERSISTENCE_N: usize = 64;
+/// Hysteresis: a point is calm when both scores are below this share of their thresholds. An
+/// active alarm clears once it has lasted `clear_after` points and more than half of the last
+/// `clear_after` were calm. A shift keeps its alarm until the baseline has moved to the new
+/// level (then clears, and does not re-raise); a sensor whose incident brings recurring bursts
+/// between calm readings still clears; a value hovering around the threshold is one alarm.
+const CLEAR_RATIO: f64 = 0.5;
+/// A value is rare when fewer than `RARE_BELOW` values of the window lie within a radius of
+/// `RARE_RADIUS` robust scales or `RARE_FRACTION` of its distance from the median, whichever is
+/// larger (see `SensorDetector::is_rare`). Three neighbours: once a new level has been read a
+/// few times it is no longer news. The relative radius makes "near" mean "of the same size" for
+/// far excursions: a 90 % CPU burst is like the 80 % bursts of yesterday.
+const RARE_BELOW: usize = 3;
+const RARE_RADIUS: f64 = 1.0;
+const RARE_FRACTION: f64 = 0.2;
+/// Neighbours among the last `RARE_IGNORES_LAST` values do not count: a new level is news until
+/// it has lasted this long, so a shift whose first few values stay under the threshold is still
+/// caught when a later one crosses it.
+const RARE_IGNORES_LAST: usize = 16;
 
 /// Settings of one sensor's detectors. One set of defaults serves simulated sensors and the
 /// NAB corpus alike (see `smctl eval anomaly`).
@@ -39,25 +64,32 @@ pub struct SensorDetectorConfig {
     pub persistence_k: usize,
     /// See `persistence_k`; at most 64.
     pub persistence_n: usize,
-    /// An active alarm clears after this many consecutive normal points.
+    /// An active alarm clears after at least this many points, once more than half of the last
+    /// `clear_after` were calm (both scores below half their thresholds); at most 64.
     pub clear_after: usize,
 }
 
 impl Default for SensorDetectorConfig {
-    /// - `window` 288: one day of 5-minute readings, so a daily cycle is part of the baseline
-    ///   rather than an anomaly, and the median/MAD stay cheap (a few hundred values);
+    /// - `window` 720: 2.5 days of 5-minute readings (12 minutes at 1 Hz), so a level the
+    ///   sensor visits once a day is in the window at least twice and is not rare; the
+    ///   median/MAD stay cheap (binary-search insert/remove in a sorted copy);
     /// - `warmup` 48: enough values for the MAD to mean something (its relative error is
     ///   about 1/√n, ~15 % here);
     /// - thresholds 5.0: a Gaussian value passes 5 σ about once in 1.7 million, so a healthy
     ///   sensor almost never alarms even with k = 1; spikes of 6 σ and more and level shifts
     ///   of 4 σ and more still cross it within a few points;
+    /// - `ewma_alpha` 0.05: a memory of ~20 points, short beside the window, so the EWMA
+    ///   catches a departure from the *recent* level that the window's median still absorbs;
     /// - `persistence_k = 1`: an isolated spike of that size is itself the event (a
     ///   pressure surge, a stuck relay); with a lower threshold, raise k instead;
     /// - `clear_after` 12: an hour of 5-minute readings, so one incident that flickers around
     ///   the threshold is one alarm.
+    ///
+    /// On the NAB subset in `shared/datasets/nab` these defaults score above Random Cut Forest's
+    /// published 51.7 (standard profile); `smctl eval anomaly` prints the figures.
     fn default() -> Self {
         SensorDetectorConfig {
-            window: 288,
+            window: 720,
             warmup: 48,
             z_threshold: 5.0,
             ewma_alpha: 0.05,
@@ -106,8 +138,8 @@ impl SensorDetectorConfig {
         if self.persistence_k == 0 || self.persistence_k > self.persistence_n {
             return Err(ConfigError::invalid("persistence_k", "in 1..=persistence_n", self.persistence_k));
         }
-        if self.clear_after == 0 {
-            return Err(ConfigError::invalid("clear_after", "at least 1", self.clear_after));
+        if self.clear_after == 0 || self.clear_after > 64 {
+            return Err(ConfigError::invalid("clear_after", "in 1..=64", self.clear_after));
         }
         Ok(())
     }
@@ -128,7 +160,7 @@ impl SensorDetectorConfig {
         }
         self.persistence_n = self.persistence_n.clamp(1, MAX_PERSISTENCE_N);
         self.persistence_k = self.persistence_k.clamp(1, self.persistence_n);
-        self.clear_after = self.clear_after.max(1);
+        self.clear_after = self.clear_after.clamp(1, 64);
         self
     }
 }
@@ -170,10 +202,11 @@ pub struct SensorScore {
     pub detector: SensorDetectorKind,
     /// That detector's threshold.
     pub threshold: f64,
-    /// The range that detector considered normal before this value (during warm-up: the range
-    /// of the values seen so far).
+    /// The range that detector considered normal before this value (during warm-up, and for an
+    /// ignored non-finite value: the range of the values in the window).
     pub expected: (f64, f64),
-    /// `score > threshold`.
+    /// `score > threshold` and the value is rare in the window: a level the sensor visited
+    /// often in the window is not news, so a score can pass its threshold without exceeding.
     pub exceeded: bool,
     pub alarm: AlarmChange,
 }
@@ -198,8 +231,10 @@ pub struct SensorDetector {
     /// Bit i set: the point i steps ago exceeded a threshold (bit 0 is the latest).
     exceed_bits: u64,
     alarm_active: bool,
-    /// Consecutive normal points since the last exceedance, while the alarm is active.
-    normal_run: usize,
+    /// Bit i set: the point i steps ago was calm (bit 0 is the latest).
+    calm_bits: u64,
+    /// Points scored since the alarm was raised (saturating at 64).
+    since_raised: u8,
 }
 
 /// The checkpointed fields of [`SensorDetector`].
@@ -213,7 +248,8 @@ struct SensorDetectorState {
     ewma_var: f64,
     exceed_bits: u64,
     alarm_active: bool,
-    normal_run: usize,
+    calm_bits: u64,
+    since_raised: u8,
 }
 
 impl From<SensorDetectorState> for SensorDetector {
@@ -234,7 +270,8 @@ impl From<SensorDetectorState> for SensorDetector {
             ewma_var: if state.ewma_var.is_finite() { state.ewma_var.max(0.0) } else { 0.0 },
             exceed_bits: state.exceed_bits,
             alarm_active: state.alarm_active,
-            normal_run: state.normal_run,
+            calm_bits: state.calm_bits,
+            since_raised: state.since_raised,
         }
     }
 }
@@ -249,7 +286,8 @@ impl From<SensorDetector> for SensorDetectorState {
             ewma_var: detector.ewma_var,
             exceed_bits: detector.exceed_bits,
             alarm_active: detector.alarm_active,
-            normal_run: detector.normal_run,
+            calm_bits: detector.calm_bits,
+            since_raised: detector.since_raised,
         }
     }
 }
@@ -276,7 +314,8 @@ impl SensorDetector {
             ewma_var: 0.0,
             exceed_bits: 0,
             alarm_active: false,
-            normal_run: 0,
+            calm_bits: 0,
+            since_raised: 0,
         }
     }
 
@@ -297,16 +336,21 @@ impl SensorDetector {
             return self.quiet_score(expected);
         }
 
-        let robust = self.robust_verdict(value);
-        let ewma = self.ewma_verdict(value);
+        let median = median_of_sorted(&self.sorted);
+        let robust_scale = self.robust_scale(median);
+        let robust = verdict(value, median, robust_scale, self.config.z_threshold);
+        let ewma_sd = self.ewma_var.sqrt().max(scale_floor(self.ewma_mean));
+        let ewma = verdict(value, self.ewma_mean, ewma_sd, self.config.ewma_threshold);
         // Compare relative to the thresholds so that `exceeded` means the same thing whichever wins.
         let (detector, verdict) = if ewma.score / ewma.threshold > robust.score / robust.threshold {
             (SensorDetectorKind::Ewma, ewma)
         } else {
             (SensorDetectorKind::RobustZ, robust)
         };
-        let exceeded = verdict.score > verdict.threshold;
-        let alarm = self.update_alarm(exceeded);
+        let rare = self.is_rare(value, median, robust_scale);
+        let exceeded = verdict.score > verdict.threshold && rare;
+        let calm = robust.score < CLEAR_RATIO * robust.threshold && ewma.score < CLEAR_RATIO * ewma.threshold;
+        let alarm = self.update_alarm(exceeded, calm);
         self.learn(value);
         SensorScore {
             score: verdict.score,
@@ -347,53 +391,49 @@ impl SensorDetector {
         }
     }
 
-    fn robust_verdict(&self, value: f64) -> Verdict {
-        let median = median_of_sorted(&self.sorted);
-        let scale = self.robust_scale(median);
-        let threshold = self.config.z_threshold;
-        Verdict {
-            score: (value - median).abs() / scale,
-            threshold,
-            expected: (median - threshold * scale, median + threshold * scale),
-        }
+    /// Whether fewer than [`RARE_BELOW`] values of the window lie near `value` (within
+    /// [`RARE_RADIUS`] scales, or [`RARE_FRACTION`] of its distance from the median). On
+    /// Gaussian noise this changes nothing: a value past 5 σ has practically no neighbours.
+    /// Two binary searches on the sorted window.
+    fn is_rare(&self, value: f64, median: f64, scale: f64) -> bool {
+        let radius = (RARE_RADIUS * scale).max(RARE_FRACTION * (value - median).abs());
+        let (low, high) = (value - radius, value + radius);
+        let below = self.sorted.partition_point(|v| *v < low);
+        let within = self.sorted.partition_point(|v| *v <= high) - below;
+        let recent = self.recent.iter().rev().take(RARE_IGNORES_LAST).filter(|v| (low..=high).contains(*v)).count();
+        within.saturating_sub(recent) < RARE_BELOW
     }
 
     /// 1.4826 MAD; when more than half the window is one value (MAD = 0, e.g. a sensor that
-    /// idles at 0) the mean absolute deviation instead; and a floor relative to the level so
-    /// that a constant sensor does not divide by zero (any change from it is then news).
+    /// idles at 0 and sometimes reads 1) the window's standard deviation instead, so that a
+    /// value the sensor takes regularly is not news; and a floor relative to the level so that
+    /// a constant sensor does not divide by zero (any change from it is then news).
     fn robust_scale(&self, median: f64) -> f64 {
         let floor = scale_floor(median);
         let mad = MAD_TO_SD * mad_of_sorted(&self.sorted, median);
         if mad > floor {
             return mad;
         }
-        let mean_ad = self.recent.iter().map(|v| (v - median).abs()).sum::<f64>() / self.recent.len() as f64;
-        (MEAN_AD_TO_SD * mean_ad).max(floor)
+        let n = self.recent.len() as f64;
+        let mean = self.recent.iter().sum::<f64>() / n;
+        let variance = self.recent.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        variance.sqrt().max(floor)
     }
 
-    fn ewma_verdict(&self, value: f64) -> Verdict {
-        let sd = self.ewma_var.sqrt().max(scale_floor(self.ewma_mean));
-        let threshold = self.config.ewma_threshold;
-        Verdict {
-            score: (value - self.ewma_mean).abs() / sd,
-            threshold,
-            expected: (self.ewma_mean - threshold * sd, self.ewma_mean + threshold * sd),
-        }
-    }
-
-    fn update_alarm(&mut self, exceeded: bool) -> AlarmChange {
-        let mask = if self.config.persistence_n == 64 { u64::MAX } else { (1u64 << self.config.persistence_n) - 1 };
-        self.exceed_bits = ((self.exceed_bits << 1) | u64::from(exceeded)) & mask;
-        if exceeded {
-            self.normal_run = 0;
-        } else {
-            self.normal_run = self.normal_run.saturating_add(1);
-        }
+    /// `exceeded`: past a threshold (counts towards raising); `calm`: both scores below
+    /// [`CLEAR_RATIO`] of their thresholds (counts towards clearing).
+    fn update_alarm(&mut self, exceeded: bool, calm: bool) -> AlarmChange {
+        self.exceed_bits = ((self.exceed_bits << 1) | u64::from(exceeded)) & low_bits(self.config.persistence_n);
+        self.calm_bits = (self.calm_bits << 1) | u64::from(calm);
+        self.since_raised = self.since_raised.saturating_add(1).min(64);
         if !self.alarm_active && self.exceed_bits.count_ones() as usize >= self.config.persistence_k {
             self.alarm_active = true;
+            self.since_raised = 0;
             return AlarmChange::Raised;
         }
-        if self.alarm_active && self.normal_run >= self.config.clear_after {
+        let span = self.config.clear_after;
+        let calm_points = (self.calm_bits & low_bits(span)).count_ones() as usize;
+        if self.alarm_active && usize::from(self.since_raised) >= span && 2 * calm_points > span {
             self.alarm_active = false;
             self.exceed_bits = 0;
             return AlarmChange::Cleared;
@@ -434,6 +474,20 @@ impl SensorDetector {
     }
 }
 
+/// One detector's z-score of `value` and its normal range.
+fn verdict(value: f64, centre: f64, scale: f64, threshold: f64) -> Verdict {
+    Verdict {
+        score: (value - centre).abs() / scale,
+        threshold,
+        expected: (centre - threshold * scale, centre + threshold * scale),
+    }
+}
+
+/// A mask of the lowest `n` bits (n <= 64).
+fn low_bits(n: usize) -> u64 {
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+}
+
 /// The smallest scale a detector divides by: a millionth of the level (or 1e-9 near zero).
 fn scale_floor(level: f64) -> f64 {
     (level.abs() * 1e-6).max(1e-9)
@@ -442,7 +496,7 @@ fn scale_floor(level: f64) -> f64 {
 /// 1..=5 from how far past its threshold a score is: 1 just past (or below), 2 from 1.5x,
 /// 3 from 2x, 4 from 3x, 5 from 4x. The same scale for every detector, so alarms sort by it.
 pub fn severity(score: f64, threshold: f64) -> u8 {
-    if !(threshold > 0.0) || score.is_nan() {
+    if threshold.is_nan() || threshold <= 0.0 || score.is_nan() {
         return 1;
     }
     let ratio = score / threshold;
@@ -639,24 +693,56 @@ pub(crate) mod tests {
 
     #[test]
     fn a_level_shift_raises_one_alarm_and_the_detector_rebaselines() {
-        for sigmas in [4.0, 5.0, 6.0] {
-            let config = SensorDetectorConfig::default();
-            let mut detector = SensorDetector::new(config);
-            let mut values = noise(4, 2_000, 100.0, 1.0);
+        let (mut found, mut noise_alarms) = (0, 0);
+        for seed in 0..30 {
+            let sigmas = [4.0, 5.0, 6.0][seed % 3];
+            let mut detector = SensorDetector::new(SensorDetectorConfig::default());
+            let mut values = noise(100 + seed as u64, 2_000, 100.0, 1.0);
             values[1_000..].iter_mut().for_each(|v| *v += sigmas);
             let scores = run(&mut detector, values);
-            let raised = raised(&scores);
-            assert_eq!(raised.len(), 1, "{sigmas} sigma shift: {raised:?}");
-            assert!((1_000..1_020).contains(&raised[0]), "{sigmas} sigma shift raised late: {raised:?}");
-            assert!(
-                scores[1_000..].iter().any(|s| s.alarm == AlarmChange::Cleared),
-                "{sigmas} sigma shift never cleared: the baseline did not move"
-            );
+            // The shift's alarm is in the first half-window after it; the rest is noise (a
+            // Gaussian passes the default gate about once in 70,000 points), counted below.
+            let (raised, other): (Vec<usize>, Vec<usize>) =
+                raised(&scores).into_iter().partition(|i| (1_000..1_360).contains(i));
+            noise_alarms += other.len();
+            assert!(raised.len() <= 1, "{sigmas} sigma shift (seed {seed}): {raised:?}");
+            if raised.first().is_some_and(|&at| (1_000..1_030).contains(&at)) {
+                found += 1;
+            }
+            if !raised.is_empty() {
+                assert!(
+                    scores[1_000..].iter().any(|s| s.alarm == AlarmChange::Cleared),
+                    "{sigmas} sigma shift never cleared: the baseline did not move"
+                );
+            }
             assert!(!detector.alarm_active());
             // The new level is the baseline now.
             let expected = detector.observe(100.0 + sigmas).expected;
             assert!(expected.0 < 100.0 + sigmas && 100.0 + sigmas < expected.1);
         }
+        // A 4 sigma shift crosses 5 sigma only when the noise adds 1 sigma (16 % of points);
+        // the new level stays news for its first 16 values, so nearly every shift is caught.
+        assert!(found >= 27, "{found} of 30 level shifts found within 30 points");
+        assert!(noise_alarms <= 3, "{noise_alarms} alarms on 30 x 1,640 points of noise around the shifts");
+    }
+
+    #[test]
+    fn a_level_visited_every_cycle_is_not_news_but_one_between_levels_is() {
+        // A square daily cycle: 60 % of the time near 20, 40 % near 80 (the MAD sees only the
+        // lower level, so the upper one is 20 robust scales off).
+        let cycle = 200;
+        let mut g = Gaussian::new(11);
+        let mut values: Vec<f64> =
+            (0..5 * cycle).map(|i| if i % cycle < 120 { 20.0 } else { 80.0 } + g.sample()).collect();
+        let mut detector = SensorDetector::new(SensorDetectorConfig::default());
+        let scores = run(&mut detector, values.drain(..));
+        // Only the first visit to the upper level, while it is still new, may alarm.
+        assert!(raised(&scores).iter().all(|&i| i < cycle), "{:?}", raised(&scores));
+        // The same cycle with the upper level replaced by a flat 50 once: found.
+        let flat: Vec<f64> = (0..cycle).map(|i| if i < 120 { 20.0 + g.sample() } else { 50.0 }).collect();
+        let scores = run(&mut detector, flat);
+        assert_eq!(raised(&scores).len(), 1, "{:?}", raised(&scores));
+        assert!(raised(&scores)[0] >= 120);
     }
 
     #[test]

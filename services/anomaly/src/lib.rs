@@ -101,6 +101,8 @@ impl AnomalySettings {
         if self.stale_check_interval_ms == 0 {
             return Err("SM_ANOMALY__STALE_CHECK_INTERVAL_MS must be positive".into());
         }
+        self.sensor.validate().map_err(|e| format!("SM_ANOMALY__SENSOR__*: {e}"))?;
+        self.asset.validate().map_err(|e| format!("SM_ANOMALY__ASSET__*: {e}"))?;
         Ok(())
     }
 }
@@ -406,5 +408,133 @@ impl AnomalyMetrics {
 
     fn found(&self, scope: &str, detector: &str, backfill: bool) {
         self.found.with_label_values(&[scope, detector, if backfill { "true" } else { "false" }]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(sensor: &str, at_ms: i64, value: f64, backfill: bool) -> Envelope<ValidatedReading> {
+        Envelope::origin(
+            TenantId::from("t"),
+            AssetId::from("pump-1"),
+            Timestamp::from_millis(at_ms),
+            "test",
+            ValidatedReading {
+                sensor_id: sensor.into(),
+                sensor_type: "temperature".into(),
+                value,
+                unit: "degC".into(),
+                sequence: at_ms,
+                quality_flags: Vec::new(),
+                backfill,
+            },
+        )
+    }
+
+    /// Deterministic noise in [-1, 1].
+    fn noise(i: i64) -> f64 {
+        ((i as f64) * 12.9898).sin() * 43_758.545 % 1.0
+    }
+
+    fn settings() -> AnomalySettings {
+        AnomalySettings { startup_grace_ms: 0, ..AnomalySettings::default() }
+    }
+
+    /// Two sensors of one asset at 1 Hz; `spike_at` adds a large spike to the first.
+    fn stream(n: i64, spike_at: i64) -> Vec<Envelope<ValidatedReading>> {
+        (0..n)
+            .flat_map(|i| {
+                let spike = if i == spike_at { 40.0 } else { 0.0 };
+                [
+                    reading("pump-1.temp", i * 1_000, 60.0 + noise(i) + spike, false),
+                    reading("pump-1.vib", i * 1_000 + 1, 3.0 + 0.1 * noise(i + 7_777), false),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_spike_is_one_sensor_anomaly_naming_its_reading() {
+        let mut agent = AnomalyAgent::new(settings());
+        let readings = stream(2_000, 1_500);
+        let found: Vec<(usize, AnomalyDetected)> = readings
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| agent.detect(r, 0).into_iter().map(move |a| (i, a)))
+            .filter(|(_, a)| a.scope == AnomalyDetected::SCOPE_SENSOR)
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (i, anomaly) = &found[0];
+        assert_eq!(anomaly.sensor_id.as_ref().unwrap().as_str(), "pump-1.temp");
+        assert_eq!(anomaly.triggered_by, vec![readings[*i].header.event_id.to_string()]);
+        assert!(anomaly.value.unwrap() > anomaly.expected_high.unwrap());
+        assert!((1..=5).contains(&anomaly.severity));
+        assert!(!anomaly.backfill);
+    }
+
+    /// A restart restores the checkpoint taken at the last commit and carries on exactly as
+    /// if it had never stopped; what the aborted transaction did is forgotten.
+    #[test]
+    fn restored_state_finds_exactly_what_one_uninterrupted_run_finds() {
+        let readings = stream(3_000, 2_500);
+        let mut uninterrupted = AnomalyAgent::new(settings());
+        let expected: Vec<_> = readings.iter().flat_map(|r| uninterrupted.detect(r, 0)).map(|a| a.triggered_by).collect();
+        assert!(!expected.is_empty());
+
+        let mut first = AnomalyAgent::new(settings());
+        let mut found = Vec::new();
+        for r in &readings[..2_000] {
+            found.extend(first.detect(r, 0).into_iter().map(|a| a.triggered_by));
+        }
+        let checkpoint = first.checkpoint();
+        first.committed();
+        for r in &readings[2_000..2_400] {
+            first.detect(r, 0); // handled, never committed: the process dies here
+        }
+        let mut second = AnomalyAgent::new(settings());
+        for (key, value) in &checkpoint {
+            second.restore(key.as_bytes(), value.as_deref());
+        }
+        for r in &readings[2_000..] {
+            found.extend(second.detect(r, 0).into_iter().map(|a| a.triggered_by));
+        }
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn a_silent_sensor_is_reported_once_until_it_reports_again() {
+        let mut agent = AnomalyAgent::new(settings());
+        let start = now_ms();
+        for i in 0..100 {
+            agent.detect(&reading("pump-1.temp", i * 1_000, 60.0, false), start + i * 1_000);
+        }
+        let last_arrival = start + 99 * 1_000;
+        assert!(agent.stale_sensors(last_arrival + 4_000).is_empty(), "not yet: 5 intervals and 5 s");
+        let stale = agent.stale_sensors(last_arrival + 6_000);
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].2.sensor_id.as_str(), "pump-1.temp");
+        assert_eq!(stale[0].2.expected_interval_ms, 1_000);
+        assert_eq!(stale[0].2.last_reading_at, Timestamp::from_millis(99_000));
+        assert!(agent.stale_sensors(last_arrival + 60_000).is_empty(), "reported once");
+        agent.detect(&reading("pump-1.temp", 100_000, 60.0, false), last_arrival + 61_000);
+        assert_eq!(agent.stale_sensors(last_arrival + 70_000).len(), 1, "silent again after it came back");
+    }
+
+    #[test]
+    fn backfill_is_scored_apart_and_never_live() {
+        let mut agent = AnomalyAgent::new(settings());
+        let found: Vec<AnomalyDetected> = stream(2_000, 1_500)
+            .into_iter()
+            .map(|mut r| {
+                r.payload.backfill = true;
+                r
+            })
+            .flat_map(|r| agent.detect(&r, 0))
+            .collect();
+        assert!(!found.is_empty() && found.iter().all(|a| a.backfill));
+        assert!(agent.state.get("s/pump-1.temp").is_none(), "live baseline untouched");
+        assert!(agent.stale_sensors(i64::MAX / 2).is_empty(), "history never goes stale");
     }
 }

@@ -227,9 +227,8 @@ fn evaluate(series: &[Series], config: &SensorDetectorConfig) -> Evaluation {
         })
         .collect();
     let total = |pick: fn(&Row) -> &SeriesScore| {
-        let (raw, null, perfect) = rows.iter().map(pick).fold((0.0, 0.0, 0.0), |(r, n, p), s| {
-            (r + s.raw, n + s.null, p + s.perfect)
-        });
+        let (raw, null, perfect) =
+            rows.iter().map(pick).fold((0.0, 0.0, 0.0), |(r, n, p), s| (r + s.raw, n + s.null, p + s.perfect));
         nab::normalised(raw, null, perfect)
     };
     Evaluation {
@@ -274,7 +273,7 @@ fn print_table(evaluation: &Evaluation) {
         evaluation.windows
     );
     println!(
-        "false alarms per 1,000 points:     {:6.2} ({} in {} points; after NAB's probationary period)",
+        "false alarms per 1,000 points:     {:6.2} ({} false alarms after NAB's probationary period, {} points)",
         evaluation.false_alarms_per_1k(),
         evaluation.false_alarms,
         evaluation.points
