@@ -35,6 +35,9 @@ bench:
 	cargo bench -p sm-passthrough --bench throughput
 	cargo bench -p sm-ingestion --bench throughput
 	cargo bench -p sm-projector --bench writer
+	cargo bench -p sm-anomaly --bench agent
+	cargo bench -p sm-analytics --bench detectors
+	cargo bench -p sm-analytics --bench drift
 	cargo bench -p sm-system-tests --bench latency
 	cargo bench -p sm-query --bench list_readings
 

@@ -1,8 +1,12 @@
-//! Publish-to-projection latency of the readings path at a steady 5,000 readings/s: the
-//! ingestion agent and the projector run as processes (release build), `smctl simulate`
-//! publishes, and PostgreSQL's `projected_at - occurred_at` gives each reading's latency
-//! (event time is the gateway's send time). The baseline in the same run is Kafka's own
-//! publish-to-consume latency on the raw topic, seen by a plain consumer.
+//! Latency at a steady 5,000 readings/s, with the ingestion agent, the anomaly agent and the
+//! projector as processes (release build) and `smctl simulate --scenario anomaly` publishing:
+//! - publish → projection: PostgreSQL's `projected_at - occurred_at` per reading (event time
+//!   is the gateway's send time);
+//! - reading → anomaly: when a `read_committed` consumer of `sm.anomalies.v1` receives each
+//!   anomaly, minus the triggering reading's event time (ingestion and the anomaly agent, two
+//!   exactly-once hops).
+//! The baseline in the same run is Kafka's own publish-to-consume latency on the raw topic,
+//! seen by a plain consumer.
 //!
 //! Needs the local stack and the release binaries: `make bench` (or `cargo build --release
 //! --bins` then `cargo bench -p sm-system-tests --bench latency`). `SM_BENCH_RATE` (default
@@ -10,7 +14,7 @@
 
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use sm_domain::{Codec, Envelope, SensorReading, Timestamp, topics};
+use sm_domain::{AlertEvent, Codec, Decode, Envelope, SensorReading, Timestamp, topics};
 use sm_testkit::process::{Service, binary, smctl};
 use sm_testkit::{stack_from_env_file, unique};
 use std::process::{Command, Stdio};
@@ -28,26 +32,35 @@ async fn main() {
     smctl(&stack, &["topics", "create"]);
     let mut ingestion = Service::start("ingestion", &stack, &[]);
     let mut projector = Service::start("projector", &stack, &[]);
+    let mut anomaly = Service::start("anomaly", &stack, &[]);
     let run = unique("lat");
+
+    // Reading → anomaly: a read_committed consumer of the anomalies, from their current end.
+    let kafka = stack.kafka.clone();
+    let tenant = run.clone();
+    let (stop_anomalies, anomalies_stopped) = std::sync::mpsc::channel::<()>();
+    let anomalies = std::thread::spawn(move || {
+        let consumer = from_end(&kafka, topics::ANOMALIES);
+        let codec = Codec::embedded().unwrap();
+        let mut latencies = Vec::new();
+        while anomalies_stopped.try_recv().is_err() {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                let received = Timestamp::now().0;
+                let Ok(event) = AlertEvent::decode(&codec, message.payload().unwrap_or_default(), None) else { continue };
+                if event.header.tenant_id.as_str() == tenant && matches!(event.payload, AlertEvent::Anomaly(_)) {
+                    latencies.push((received - event.header.occurred_at.0) as f64 / 1000.0);
+                }
+            }
+        }
+        latencies
+    });
 
     // Baseline: a plain consumer of the raw topic, from its current end.
     let kafka = stack.kafka.clone();
     let prefix = run.clone();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let baseline = std::thread::spawn(move || {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &kafka)
-            .set("group.id", unique("lat-baseline"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let metadata = consumer.fetch_metadata(Some(topics::READINGS_RAW), Duration::from_secs(10)).unwrap();
-        let mut assignment = rdkafka::TopicPartitionList::new();
-        for p in metadata.topics()[0].partitions() {
-            let (_, high) = consumer.fetch_watermarks(topics::READINGS_RAW, p.id(), Duration::from_secs(10)).unwrap();
-            assignment.add_partition_offset(topics::READINGS_RAW, p.id(), rdkafka::Offset::Offset(high)).unwrap();
-        }
-        consumer.assign(&assignment).unwrap();
+        let consumer = from_end(&kafka, topics::READINGS_RAW);
         let codec = Codec::embedded().unwrap();
         let mut latencies = Vec::new();
         while stop_rx.try_recv().is_err() {
@@ -70,6 +83,7 @@ async fn main() {
     let status = Command::new(binary("smctl"))
         .envs(&stack.vars)
         .args(["simulate", "--rate", &rate.to_string(), "--duration", &secs.to_string(), "--assets", "100", "--quiet"])
+        .args(["--scenario", "anomaly"])
         .args(["--bad-fraction", "0", "--duplicate-fraction", "0", "--json-fraction", "0", "--no-unit-variants"])
         .args(["--tenant", &run, "--fleet-prefix", &run])
         .stdout(Stdio::null())
@@ -99,9 +113,14 @@ async fn main() {
         .await
         .unwrap();
     let (p50, p99, max): (f64, f64, f64) = (row.get(0), row.get(1), row.get(2));
+    tokio::time::sleep(Duration::from_secs(3)).await; // the last anomalies' transactions
     let _ = stop_tx.send(());
+    let _ = stop_anomalies.send(());
     let mut raw = baseline.join().unwrap();
     raw.sort_by(f64::total_cmp);
+    let mut to_anomaly = anomalies.join().unwrap();
+    to_anomaly.sort_by(f64::total_cmp);
+    anomaly.stop();
     projector.stop();
     ingestion.stop();
 
@@ -122,4 +141,31 @@ async fn main() {
         max * 1000.0
     );
     println!("ratio p99 readings path / raw Kafka: {:.1}", p99 * 1000.0 / percentile(&raw, 0.99));
+    assert!(!to_anomaly.is_empty(), "the anomaly scenario raised no anomaly");
+    println!(
+        "reading published -> ingestion (EOS) -> anomaly agent (EOS) -> anomaly visible: p50 {:.1} ms, p99 {:.1} ms ({} anomalies)",
+        percentile(&to_anomaly, 0.5),
+        percentile(&to_anomaly, 0.99),
+        to_anomaly.len()
+    );
+    println!("ratio p99 reading-to-anomaly / raw Kafka: {:.1}", percentile(&to_anomaly, 0.99) / percentile(&raw, 0.99));
+}
+
+/// A `read_committed` consumer of every partition of `topic` from its current end.
+fn from_end(bootstrap: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("lat-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+        assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(high)).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    consumer
 }

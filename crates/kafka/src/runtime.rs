@@ -168,9 +168,8 @@ impl Runtime {
             sought: Vec::new(),
             committer: std::marker::PhantomData,
         };
-        if let Some(state_topic) = handler.state_topic() {
-            restore_state(&self.config, self.agent, state_topic, &mut handler).await?;
-        }
+        // Checkpointed state is restored when partitions are assigned (`seek_assigned`), which
+        // always happens before the first record is handled.
         self.health.set("kafka", true);
         tracing::info!(agent = self.agent, group, inputs = ?self.inputs, transactional = C::IS_TRANSACTIONAL, "runtime started");
         let mut stop = Stop::new(shutdown);
@@ -840,8 +839,9 @@ impl<C: CommitterKind> Worker<'_, C> {
     {
         let assigned = std::mem::take(&mut *consumer.context().assigned.lock().unwrap_or_else(|e| e.into_inner()));
         if C::IS_TRANSACTIONAL {
-            // Kafka's committed offsets already are the start positions; state another
-            // instance checkpointed for the new partitions' keys is read again.
+            // Kafka's committed offsets already are the start positions. The handler's state
+            // is (re)loaded: at start, and after a rebalance, when another instance may have
+            // checkpointed the keys of the partitions this one now owns.
             if let (false, Some(state_topic)) = (assigned.is_empty(), handler.state_topic()) {
                 restore_state(&self.runtime.config, self.runtime.agent, state_topic, handler).await?;
             }

@@ -27,12 +27,27 @@ use sm_telemetry::TelemetryConfig;
 use std::time::Duration;
 
 /// Settings of the anomaly agent.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnomalyConfig {
     pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
     pub anomaly: AnomalySettings,
+}
+
+/// Every commit carries the checkpoint of each sensor touched since the last one (a few KiB
+/// each), so this agent commits less often than the runtime's default: the changelog volume
+/// falls with the interval, at the price of that much alert latency.
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 500;
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig { commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS, ..KafkaConfig::default() },
+            telemetry: TelemetryConfig::default(),
+            anomaly: AnomalySettings::default(),
+        }
+    }
 }
 
 impl AnomalyConfig {
@@ -110,7 +125,7 @@ impl AnomalySettings {
 /// What the agent remembers, per key: `s/<sensor>` (live), `b/<sensor>` (backfill),
 /// `a/<asset>` (multivariate).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Entry {
     Sensor(SensorState),
     Asset(AssetState),

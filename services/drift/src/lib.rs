@@ -17,12 +17,26 @@ use sm_kafka::{HandleError, Handler, KafkaConfig, Outputs, Source, StateStore};
 use sm_telemetry::TelemetryConfig;
 
 /// Settings of the drift agent.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriftAgentConfig {
     pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
     pub drift: DriftSettings,
+}
+
+/// Each commit carries the windows of every sensor touched since the last one (up to ~20 KiB
+/// each), and drift is a slow signal: this agent commits once a second by default.
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1_000;
+
+impl Default for DriftAgentConfig {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig { commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS, ..KafkaConfig::default() },
+            telemetry: TelemetryConfig::default(),
+            drift: DriftSettings::default(),
+        }
+    }
 }
 
 impl DriftAgentConfig {
