@@ -56,6 +56,13 @@ impl<S: Clone + Serialize + DeserializeOwned> StateStore<S> {
         self.entries.get_mut(key)
     }
 
+    /// Forgets `key`; the next commit writes a tombstone, so compaction drops it for good.
+    pub fn remove(&mut self, key: &str) -> Option<S> {
+        let removed = self.entries.remove(key)?;
+        self.undo.entry(key.to_owned()).or_insert_with(|| Some(removed.clone()));
+        Some(removed)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&String, &S)> {
         self.entries.iter()
     }
@@ -143,6 +150,18 @@ mod tests {
         assert_eq!(store.get("a"), Some(&2));
         assert_eq!(store.get("b"), None);
         assert!(store.checkpoint().is_empty());
+    }
+
+    #[test]
+    fn a_removed_key_is_a_tombstone_and_comes_back_on_rollback() {
+        let mut store = StateStore::<u32>::new();
+        *store.get_mut_or_insert_with("a", || 1) += 1;
+        store.committed();
+        assert_eq!(store.remove("a"), Some(2));
+        assert_eq!(store.checkpoint(), vec![("a".to_owned(), None)]);
+        store.rollback();
+        assert_eq!(store.get("a"), Some(&2));
+        assert_eq!(store.remove("missing"), None);
     }
 
     #[test]

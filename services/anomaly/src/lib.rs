@@ -84,6 +84,9 @@ pub struct AnomalySettings {
     pub stale_check_interval_ms: u64,
     /// No stale reports this long after start: the agent may still be catching up.
     pub startup_grace_ms: i64,
+    /// A sensor silent this long is forgotten (its state deleted): state stays bounded as
+    /// sensors are retired. It starts afresh, with a new warm-up, if it ever reports again.
+    pub forget_after_ms: i64,
     /// At most this many contributing sensors per anomaly.
     pub max_contributors: usize,
 }
@@ -100,6 +103,7 @@ impl Default for AnomalySettings {
             stale_min_ms: 5_000,
             stale_check_interval_ms: 1_000,
             startup_grace_ms: 30_000,
+            forget_after_ms: 7 * 24 * 3_600_000,
             max_contributors: 5,
         }
     }
@@ -314,6 +318,20 @@ impl AnomalyAgent {
             return Vec::new();
         }
         let (factor, floor) = (self.settings.stale_factor, self.settings.stale_min_ms);
+        let forget_after = self.settings.forget_after_ms;
+        let forgotten: Vec<String> = self
+            .state
+            .iter()
+            .filter_map(|(key, entry)| match entry {
+                Entry::Sensor(s) if key.starts_with("s/") && now_ms - s.last_arrival_ms > forget_after => {
+                    Some(key.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for key in forgotten {
+            self.state.remove(&key);
+        }
         let due: Vec<String> = self
             .state
             .iter()
@@ -533,8 +551,12 @@ mod tests {
         assert_eq!(stale[0].2.expected_interval_ms, 1_000);
         assert_eq!(stale[0].2.last_reading_at, Timestamp::from_millis(99_000));
         assert!(agent.stale_sensors(last_arrival + 60_000).is_empty(), "reported once");
+        assert!(agent.state.get("s/pump-1.temp").is_some());
         agent.detect(&reading("pump-1.temp", 100_000, 60.0, false), last_arrival + 61_000);
         assert_eq!(agent.stale_sensors(last_arrival + 70_000).len(), 1, "silent again after it came back");
+        let week = 7 * 24 * 3_600_000;
+        assert!(agent.stale_sensors(last_arrival + 61_000 + week + 1).is_empty());
+        assert!(agent.state.get("s/pump-1.temp").is_none(), "forgotten after a week of silence");
     }
 
     #[test]
