@@ -16,6 +16,7 @@ mod assets;
 mod catalog;
 mod demo;
 mod eval;
+mod eval_models;
 mod ingest_file;
 mod plan;
 mod publish;
@@ -73,6 +74,12 @@ enum EvalWhat {
     /// The anomaly detector on a Numenta Anomaly Benchmark folder: NAB score (standard
     /// profile), window recall and false alarms per 1,000 points, per series and in total.
     Anomaly(eval::AnomalyArgs),
+    /// The failure classifier on the AI4I 2020 file: precision, recall, F1 and ROC-AUC on
+    /// held-out units (the failure-mode flags are never inputs).
+    Failure(eval_models::FailureArgs),
+    /// The remaining-useful-life regressor on a C-MAPSS file: RMSE and PHM08 score on a split
+    /// by engine, and k-fold by engine.
+    Rul(eval_models::RulArgs),
 }
 
 #[derive(Subcommand)]
@@ -140,6 +147,8 @@ async fn main() -> anyhow::Result<()> {
             demo::readings(&config.kafka, &config.postgres, args).await
         }
         Command::Eval { what: EvalWhat::Anomaly(args) } => eval::anomaly(args),
+        Command::Eval { what: EvalWhat::Failure(args) } => eval_models::failure(args),
+        Command::Eval { what: EvalWhat::Rul(args) } => eval_models::rul(args),
         Command::Demo { scenario: DemoScenario::Analytics(args) } => {
             analytics_demo::analytics(&config.kafka, &config.postgres, args).await
         }
