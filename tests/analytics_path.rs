@@ -82,8 +82,7 @@ fn read_after<T>(
 type Finding = (String, String, String, String);
 
 fn anomaly_settings() -> AnomalySettings {
-    let mut settings = AnomalySettings::default();
-    settings.bucket_ms = 250;
+    let mut settings = AnomalySettings { bucket_ms: 250, ..AnomalySettings::default() };
     settings.asset.warmup_buckets = 20;
     settings
 }
@@ -122,10 +121,8 @@ async fn analytics_agents_find_the_same_across_sigkill() {
         ("SM_KAFKA__COMMIT_INTERVAL_MS", "200".to_owned()),
     ];
     let mut anomaly = Service::start("anomaly", &stack, &anomaly_env);
-    let drift_env = [
-        ("SM_DRIFT__MONITOR__REFERENCE_MS", "4000".to_owned()),
-        ("SM_DRIFT__MONITOR__CURRENT_MS", "4000".to_owned()),
-    ];
+    let drift_env =
+        [("SM_DRIFT__MONITOR__REFERENCE_MS", "4000".to_owned()), ("SM_DRIFT__MONITOR__CURRENT_MS", "4000".to_owned())];
     let mut drift = Service::start("drift", &stack, &drift_env);
 
     let tenant = unique("e2e-analytics");
@@ -142,7 +139,8 @@ async fn analytics_agents_find_the_same_across_sigkill() {
     drift.spawn();
     assert!(anomaly_fleet.wait().unwrap().success(), "simulate (anomaly) failed");
     assert!(drift_fleet.wait().unwrap().success(), "simulate (drift) failed");
-    let summary = |path: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap() };
+    let summary =
+        |path: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap() };
     let (anomaly_summary, drift_summary) = (summary(&anomaly_summary), summary(&drift_summary));
     let valid = anomaly_summary["valid"].as_u64().unwrap() + drift_summary["valid"].as_u64().unwrap();
 
@@ -169,12 +167,19 @@ async fn analytics_agents_find_the_same_across_sigkill() {
         let trigger = reading.header.event_id.to_string();
         for a in replay.detect(reading, 0) {
             let about = a.sensor_id.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_else(|| a.scope.clone());
-            *expected_anomalies.entry((a.detector, about, trigger.clone(), reading.header.asset_id.0.clone())).or_default() += 1;
+            *expected_anomalies
+                .entry((a.detector, about, trigger.clone(), reading.header.asset_id.0.clone()))
+                .or_default() += 1;
         }
         if let Some(found) = drifts.observe(reading) {
             let key = (found.drift.test.clone(), found.drift.sensor_id.0.clone(), trigger.clone(), "drift".to_owned());
             *expected_drift.entry(key).or_default() += 1;
-            let key = (found.retrain.expect("live drift asks for a retrain").reason, found.drift.sensor_id.0, trigger, "retrain".to_owned());
+            let key = (
+                found.retrain.expect("live drift asks for a retrain").reason,
+                found.drift.sensor_id.0,
+                trigger,
+                "retrain".to_owned(),
+            );
             *expected_drift.entry(key).or_default() += 1;
         }
     }
@@ -239,11 +244,8 @@ async fn analytics_agents_find_the_same_across_sigkill() {
     let injections = anomaly_summary["injections"].as_array().unwrap();
     let found_on = |sensor: &str| expected_anomalies.keys().any(|(_, about, _, _)| about == sensor);
     for kind in ["spike", "shift"] {
-        let of_kind: Vec<&str> = injections
-            .iter()
-            .filter(|i| i["kind"] == kind)
-            .map(|i| i["sensor_id"].as_str().unwrap())
-            .collect();
+        let of_kind: Vec<&str> =
+            injections.iter().filter(|i| i["kind"] == kind).map(|i| i["sensor_id"].as_str().unwrap()).collect();
         let found = of_kind.iter().filter(|s| found_on(s)).count();
         assert!(!of_kind.is_empty(), "the scenario injects {kind}s");
         assert!(found * 10 >= of_kind.len() * 8, "{kind}s found on {found} of {} sensors", of_kind.len());

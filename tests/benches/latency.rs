@@ -5,6 +5,7 @@
 //! - reading → anomaly: when a `read_committed` consumer of `sm.anomalies.v1` receives each
 //!   anomaly, minus the triggering reading's event time (ingestion and the anomaly agent, two
 //!   exactly-once hops).
+//!
 //! The baseline in the same run is Kafka's own publish-to-consume latency on the raw topic,
 //! seen by a plain consumer.
 //!
@@ -46,7 +47,9 @@ async fn main() {
         while anomalies_stopped.try_recv().is_err() {
             if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
                 let received = Timestamp::now().0;
-                let Ok(event) = AlertEvent::decode(&codec, message.payload().unwrap_or_default(), None) else { continue };
+                let Ok(event) = AlertEvent::decode(&codec, message.payload().unwrap_or_default(), None) else {
+                    continue;
+                };
                 if event.header.tenant_id.as_str() == tenant && matches!(event.payload, AlertEvent::Anomaly(_)) {
                     latencies.push((received - event.header.occurred_at.0) as f64 / 1000.0);
                 }

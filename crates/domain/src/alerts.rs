@@ -150,7 +150,13 @@ mod tests {
     use crate::{AssetId, SensorReading, TenantId};
 
     fn envelope<T: DomainEvent>(payload: T) -> Envelope<T> {
-        Envelope::origin(TenantId::from("t"), AssetId::from("pump-1"), Timestamp(1_764_000_000_000_000), "test", payload)
+        Envelope::origin(
+            TenantId::from("t"),
+            AssetId::from("pump-1"),
+            Timestamp(1_764_000_000_000_000),
+            "test",
+            payload,
+        )
     }
 
     fn anomaly() -> AnomalyDetected {
@@ -222,13 +228,8 @@ mod tests {
     #[test]
     fn alert_event_refuses_other_event_types_with_a_reason() {
         let codec = Codec::embedded().unwrap();
-        let reading = SensorReading {
-            sensor_id: "s".into(),
-            value: 1.0,
-            unit: "degC".into(),
-            sequence: 0,
-            backfill: false,
-        };
+        let reading =
+            SensorReading { sensor_id: "s".into(), value: 1.0, unit: "degC".into(), sequence: 0, backfill: false };
         let error = AlertEvent::decode(&codec, &codec.encode(&envelope(reading)).unwrap(), None).unwrap_err();
         assert_eq!(error.reason_code(), "wrong_event_type");
         assert!(AlertEvent::decode(&codec, b"junk", None).is_err());

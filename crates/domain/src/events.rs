@@ -23,12 +23,19 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
 /// of types sharing a topic (an enum that dispatches on the schema, like
 /// [`crate::AlertEvent`]).
 pub trait Decode: Sized + Clone + Send + Sync + 'static {
-    fn decode(codec: &crate::Codec, bytes: &[u8], content_type: Option<&str>)
-    -> Result<Envelope<Self>, crate::CodecError>;
+    fn decode(
+        codec: &crate::Codec,
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<Envelope<Self>, crate::CodecError>;
 }
 
 impl<T: DomainEvent> Decode for T {
-    fn decode(codec: &crate::Codec, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<T>, crate::CodecError> {
+    fn decode(
+        codec: &crate::Codec,
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<Envelope<T>, crate::CodecError> {
         codec.decode::<T>(bytes, content_type)
     }
 }

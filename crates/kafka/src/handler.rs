@@ -2,8 +2,8 @@
 //! retries, dead letters and telemetry; the agent owns one decision per input.
 
 use sm_domain::{AssetId, Codec, CodecError, Decode, DomainEvent, Envelope, EnvelopeHeader, TenantId, Timestamp};
-use std::time::Duration;
 use std::future::Future;
+use std::time::Duration;
 
 /// An agent's logic.
 pub trait Handler: Send + 'static {

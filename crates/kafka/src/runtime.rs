@@ -509,7 +509,9 @@ impl<C: CommitterKind> Worker<'_, C> {
         let source = Source { topic, partition, offset };
         let outcome = loop {
             match handler.handle(&input, &source).instrument(span.clone()).await {
-                Ok(outputs) => break self.produce(Some(&input.header), outputs, traceparent).instrument(span.clone()).await,
+                Ok(outputs) => {
+                    break self.produce(Some(&input.header), outputs, traceparent).instrument(span.clone()).await;
+                }
                 Err(HandleError::Rejected(rejection)) => {
                     break self
                         .dead_letter(

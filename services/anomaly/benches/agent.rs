@@ -99,7 +99,8 @@ async fn main() {
     let found: usize = decoded_inputs.iter().map(|r| pure.detect(r, 0).len()).sum();
     let pure_secs = started.elapsed().as_secs_f64();
     let checkpoint_started = Instant::now();
-    let checkpoint: usize = sm_kafka::Handler::checkpoint(&mut pure).iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
+    let checkpoint: usize =
+        sm_kafka::Handler::checkpoint(&mut pure).iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
     let checkpoint_secs = checkpoint_started.elapsed().as_secs_f64();
     drop(decoded_inputs);
     produce(&stack.kafka, &input, records);
@@ -119,7 +120,10 @@ async fn main() {
         checkpoint as f64 / 1_048_576.0,
         checkpoint_secs * 1e3
     );
-    println!("raw librdkafka consume+produce (no decode, no txns):   {:>9.0} readings/s ({raw:.2} s)", total as f64 / raw);
+    println!(
+        "raw librdkafka consume+produce (no decode, no txns):   {:>9.0} readings/s ({raw:.2} s)",
+        total as f64 / raw
+    );
     println!(
         "runtime, decode only (EOS txns, no output):            {:>9.0} readings/s ({decoded:.2} s)",
         total as f64 / decoded

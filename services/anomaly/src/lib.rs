@@ -114,7 +114,7 @@ impl AnomalySettings {
         if self.bucket_ms <= 0 || self.bucket_grace_ms < 0 {
             return Err("SM_ANOMALY__BUCKET_MS must be positive and SM_ANOMALY__BUCKET_GRACE_MS not negative".into());
         }
-        if !(self.stale_factor > 1.0) {
+        if self.stale_factor.is_nan() || self.stale_factor <= 1.0 {
             return Err("SM_ANOMALY__STALE_FACTOR must be above 1 (a multiple of the usual interval)".into());
         }
         if self.stale_check_interval_ms == 0 {
@@ -198,9 +198,7 @@ impl AnomalyAgent {
                 stale_reported: false,
             })
         });
-        let Entry::Sensor(sensor) = entry else {
-            unreachable!("sensor keys hold sensor state")
-        };
+        let Entry::Sensor(sensor) = entry else { unreachable!("sensor keys hold sensor state") };
         let score = sensor.detector.observe(payload.value);
         if !backfill {
             let delta_ms = (event_us - sensor.last_event_us) as f64 / 1000.0;
@@ -513,7 +511,8 @@ mod tests {
     fn restored_state_finds_exactly_what_one_uninterrupted_run_finds() {
         let readings = stream(3_000, 2_500);
         let mut uninterrupted = AnomalyAgent::new(settings());
-        let expected: Vec<_> = readings.iter().flat_map(|r| uninterrupted.detect(r, 0)).map(|a| a.triggered_by).collect();
+        let expected: Vec<_> =
+            readings.iter().flat_map(|r| uninterrupted.detect(r, 0)).map(|a| a.triggered_by).collect();
         assert!(!expected.is_empty());
 
         let mut first = AnomalyAgent::new(settings());

@@ -27,9 +27,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("creating topics")?;
-    let runtime =
-        sm_kafka::Runtime::new(config.kafka.clone(), "drift", &[topics::READINGS_VALIDATED], topics::ANALYTICS_REJECTED)?
-            .with_health(health);
+    let runtime = sm_kafka::Runtime::new(
+        config.kafka.clone(),
+        "drift",
+        &[topics::READINGS_VALIDATED],
+        topics::ANALYTICS_REJECTED,
+    )?
+    .with_health(health);
     let summary = runtime
         .run(DriftAgent::new(config.drift.clone()), sm_telemetry::shutdown_signal())
         .await

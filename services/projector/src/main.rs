@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use sm_domain::topics;
-use sm_projector::{ProjectorConfig, alerts::AlertsProjection, assets::AssetsProjection, readings::ReadingsProjection, schema};
+use sm_projector::{
+    ProjectorConfig, alerts::AlertsProjection, assets::AssetsProjection, readings::ReadingsProjection, schema,
+};
 use sm_storage::ProjectionWriter;
 
 #[tokio::main]

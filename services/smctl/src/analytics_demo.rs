@@ -122,7 +122,9 @@ pub fn evaluate(injections: &[Injection], anomalies: &[FoundAnomaly], drifts: &[
     evaluation.false_anomalies = live.iter().filter(|a| !injections.iter().any(|i| explains(i, a))).count();
     evaluation.false_drifts = drifts
         .iter()
-        .filter(|d| !injections.iter().any(|i| i.kind != "spike" && i.sensor_id == d.sensor_id && d.occurred_us >= i.at_micros))
+        .filter(|d| {
+            !injections.iter().any(|i| i.kind != "spike" && i.sensor_id == d.sensor_id && d.occurred_us >= i.at_micros)
+        })
         .count();
     evaluation
 }
@@ -325,11 +327,11 @@ mod tests {
             injection("drift", "s4", 0),
         ];
         let anomalies = [
-            anomaly(Some("s1"), &["s1"], 1_000_000),          // the spike
-            anomaly(Some("s1"), &["s1"], 40_000_000),         // too late for the spike: false
-            anomaly(None, &["s3", "s2"], 900_000_000),        // wear, found by the asset model
-            anomaly(Some("s5"), &["s5"], 2_000_000),          // nothing injected there: false
-            anomaly(Some("s4"), &["s4"], 3_000_000),          // the drifting sensor: explained
+            anomaly(Some("s1"), &["s1"], 1_000_000),   // the spike
+            anomaly(Some("s1"), &["s1"], 40_000_000),  // too late for the spike: false
+            anomaly(None, &["s3", "s2"], 900_000_000), // wear, found by the asset model
+            anomaly(Some("s5"), &["s5"], 2_000_000),   // nothing injected there: false
+            anomaly(Some("s4"), &["s4"], 3_000_000),   // the drifting sensor: explained
             FoundAnomaly { backfill: true, ..anomaly(Some("s2"), &["s2"], 6_000_000) }, // not live
         ];
         let drifts = [
