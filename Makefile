@@ -38,6 +38,7 @@ bench:
 	cargo bench -p sm-anomaly --bench agent
 	cargo bench -p sm-analytics --bench detectors
 	cargo bench -p sm-analytics --bench drift
+	cargo bench -p sm-models --bench predict
 	cargo bench -p sm-system-tests --bench latency
 	cargo bench -p sm-query --bench list_readings
 

@@ -133,6 +133,34 @@ impl<S: Clone + Serialize + DeserializeOwned> StateStore<S> {
     }
 }
 
+/// Implements the state hooks of [`crate::Handler`] for a handler that keeps its state in
+/// a [`StateStore`] field: `sm_kafka::state_hooks!(state, topics::ANOMALY_STATE);` inside
+/// `impl Handler for ...`.
+#[macro_export]
+macro_rules! state_hooks {
+    ($field:ident, $topic:expr) => {
+        fn state_topic(&self) -> Option<&'static str> {
+            Some($topic)
+        }
+
+        fn restore(&mut self, key: &[u8], value: Option<&[u8]>) {
+            self.$field.restore(key, value);
+        }
+
+        fn checkpoint(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+            self.$field.checkpoint()
+        }
+
+        fn committed(&mut self) {
+            self.$field.committed();
+        }
+
+        fn rolled_back(&mut self) {
+            self.$field.rollback();
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

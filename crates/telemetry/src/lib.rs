@@ -132,6 +132,36 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Result<Telemetry
     Ok(TelemetryGuard { provider })
 }
 
+/// What every service's `main` starts first, kept alive for the life of the process.
+pub struct ServiceTelemetry {
+    /// Readiness (`/readyz`); the checks named at start begin not ready.
+    pub health: Health,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_addr: std::net::SocketAddr,
+    _guard: TelemetryGuard,
+    _http: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a service's telemetry: logs (and traces), a start line with its whole
+/// configuration (secrets are redacted by [`Secret`]), readiness with `checks` not ready yet,
+/// and the HTTP endpoints. One place, so every service starts the same way.
+pub async fn start_service(
+    service: &'static str,
+    config: &TelemetryConfig,
+    settings: &impl std::fmt::Debug,
+    checks: &[&'static str],
+) -> Result<ServiceTelemetry, TelemetryError> {
+    let guard = init(service, config)?;
+    tracing::info!(config = ?settings, "starting");
+    let health = Health::new();
+    for check in checks {
+        health.set(check, false);
+    }
+    let (http_addr, http) = serve_http(config.http_addr, health.clone(), std::future::pending()).await?;
+    tracing::info!(%http_addr, "serving /metrics /healthz /readyz");
+    Ok(ServiceTelemetry { health, http_addr, _guard: guard, _http: http })
+}
+
 /// Completes on SIGTERM (how orchestrators stop a service) or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -380,25 +380,7 @@ impl Handler for AnomalyAgent {
         Ok(outputs)
     }
 
-    fn state_topic(&self) -> Option<&'static str> {
-        Some(topics::ANOMALY_STATE)
-    }
-
-    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) {
-        self.state.restore(key, value);
-    }
-
-    fn checkpoint(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
-        self.state.checkpoint()
-    }
-
-    fn committed(&mut self) {
-        self.state.committed();
-    }
-
-    fn rolled_back(&mut self) {
-        self.state.rollback();
-    }
+    sm_kafka::state_hooks!(state, topics::ANOMALY_STATE);
 
     fn tick_interval(&self) -> Option<Duration> {
         Some(Duration::from_millis(self.settings.stale_check_interval_ms))

@@ -7,15 +7,10 @@ use sm_domain::topics;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = AnomalyConfig::load().context("loading configuration")?;
-    let _telemetry = sm_telemetry::init("anomaly", &config.telemetry).context("starting telemetry")?;
-    tracing::info!(config = ?config, "starting");
-    let health = sm_telemetry::Health::new();
-    health.set("kafka", false);
-    let (http_addr, _http) =
-        sm_telemetry::serve_http(config.telemetry.http_addr, health.clone(), std::future::pending())
-            .await
-            .context("starting /metrics")?;
-    tracing::info!(%http_addr, "serving /metrics /healthz /readyz");
+    let telemetry = sm_telemetry::start_service("anomaly", &config.telemetry, &config, &["kafka"])
+        .await
+        .context("starting telemetry and /metrics")?;
+    let health = telemetry.health.clone();
     sm_kafka::ensure_topics(
         &config.kafka,
         &[

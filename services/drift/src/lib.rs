@@ -154,25 +154,7 @@ impl Handler for DriftAgent {
         Ok(outputs)
     }
 
-    fn state_topic(&self) -> Option<&'static str> {
-        Some(topics::DRIFT_STATE)
-    }
-
-    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) {
-        self.state.restore(key, value);
-    }
-
-    fn checkpoint(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
-        self.state.checkpoint()
-    }
-
-    fn committed(&mut self) {
-        self.state.committed();
-    }
-
-    fn rolled_back(&mut self) {
-        self.state.rollback();
-    }
+    sm_kafka::state_hooks!(state, topics::DRIFT_STATE);
 }
 
 #[cfg(test)]

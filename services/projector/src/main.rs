@@ -10,16 +10,10 @@ use sm_storage::ProjectionWriter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ProjectorConfig::load().context("loading configuration")?;
-    let _telemetry = sm_telemetry::init("projector", &config.telemetry).context("starting telemetry")?;
-    tracing::info!(config = ?config, "starting");
-    let health = sm_telemetry::Health::new();
-    health.set("kafka", false);
-    health.set("postgres", false);
-    let (http_addr, _http) =
-        sm_telemetry::serve_http(config.telemetry.http_addr, health.clone(), std::future::pending())
-            .await
-            .context("starting /metrics")?;
-    tracing::info!(%http_addr, "serving /metrics /healthz /readyz");
+    let telemetry = sm_telemetry::start_service("projector", &config.telemetry, &config, &["kafka", "postgres"])
+        .await
+        .context("starting telemetry and /metrics")?;
+    let health = telemetry.health.clone();
     let pool = sm_storage::connect(&config.postgres).context("SM_POSTGRES__URL")?;
     let flavor = sm_storage::migrate(&pool, schema::COMPONENT, schema::MIGRATIONS)
         .await

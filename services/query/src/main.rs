@@ -9,16 +9,12 @@ use sm_query::{QueryConfig, QueryServer};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = QueryConfig::load().context("loading configuration")?;
-    let _telemetry = sm_telemetry::init("query", &config.telemetry).context("starting telemetry")?;
-    tracing::info!(config = ?config, "starting");
-    let health = sm_telemetry::Health::new();
-    health.set("postgres", false); // until the first SELECT 1 answers (QueryServer::serve)
-    health.set("kafka", false); // until the assets topic is known to exist
-    let (http_addr, _http) =
-        sm_telemetry::serve_http(config.telemetry.http_addr, health.clone(), std::future::pending())
-            .await
-            .context("starting /metrics")?;
-    tracing::info!(%http_addr, "serving /metrics /healthz /readyz");
+    // postgres: until the first SELECT 1 answers (QueryServer::serve); kafka: until the
+    // topics below are known to exist.
+    let telemetry = sm_telemetry::start_service("query", &config.telemetry, &config, &["postgres", "kafka"])
+        .await
+        .context("starting telemetry and /metrics")?;
+    let health = telemetry.health.clone();
 
     // RegisterAsset publishes there; creating it here means the first registration never
     // meets a missing topic (brokers do not auto-create platform topics). The alert topics
