@@ -32,6 +32,9 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     SchemaFile::new("sensor_stale", 1, include_str!("../../../schemas/sensor_stale/v1.avsc")),
     SchemaFile::new("drift_detected", 1, include_str!("../../../schemas/drift_detected/v1.avsc")),
     SchemaFile::new("model_retrain_requested", 1, include_str!("../../../schemas/model_retrain_requested/v1.avsc")),
+    SchemaFile::new("model_registered", 1, include_str!("../../../schemas/model_registered/v1.avsc")),
+    SchemaFile::new("model_promoted", 1, include_str!("../../../schemas/model_promoted/v1.avsc")),
+    SchemaFile::new("model_archived", 1, include_str!("../../../schemas/model_archived/v1.avsc")),
 ];
 
 /// The folder holding the envelope header schema.

@@ -7,6 +7,7 @@
 //! - [`envelope`]: the header every event carries, and [`Envelope`] pairing it with a payload;
 //! - [`alerts`]: what the analytics agents find (anomalies, stale sensors, drift, retrain requests);
 //! - [`events`]: the event payloads and the [`DomainEvent`] trait that ties each to its schema;
+//! - [`models`]: the model registry's events;
 //! - [`topics`]: every topic name, defined once;
 //! - [`codec`]: the Confluent wire format over schemas loaded from `schemas/`;
 //! - [`units`]: sensor types, their canonical units and conversions to them.
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod envelope;
 pub mod events;
 pub mod ids;
+pub mod models;
 pub mod time;
 pub mod topics;
 pub mod units;
@@ -27,4 +29,5 @@ pub use codec::{Codec, CodecError, EmbeddedRegistry, SchemaId, SchemaRegistry};
 pub use envelope::{Envelope, EnvelopeHeader};
 pub use events::{AssetRegistered, Decode, DomainEvent, RejectedReading, SensorReading, SensorSpec, ValidatedReading};
 pub use ids::{AssetId, EventId, SensorId, TenantId};
+pub use models::{ModelArchived, ModelEvent, ModelPromoted, ModelRegistered};
 pub use time::Timestamp;

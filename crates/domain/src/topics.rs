@@ -25,6 +25,10 @@ pub const ANOMALY_STATE: &str = "sm.anomaly.state.v1";
 /// The drift agent's reference and current windows, checkpointed likewise (compacted).
 pub const DRIFT_STATE: &str = "sm.drift.state.v1";
 
+/// The model registry: `ModelRegistered`, `ModelPromoted`, `ModelArchived`, keyed by model
+/// name. Kept forever: replaying it rebuilds the registry.
+pub const MODELS: &str = "sm.models.v1";
+
 /// Every platform topic, with whether it is compacted; `deploy/local` and the services
 /// create these (never broker auto-creation).
 pub const ALL: &[(&str, bool)] = &[
@@ -39,4 +43,5 @@ pub const ALL: &[(&str, bool)] = &[
     (ANALYTICS_REJECTED, false),
     (ANOMALY_STATE, true),
     (DRIFT_STATE, true),
+    (MODELS, false),
 ];
