@@ -12,70 +12,19 @@
 //! The binaries are taken from the target directory: build them first (`cargo build --bins`;
 //! `make test` does). The run has its own tenant and asset ids.
 
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use sm_anomaly::{AnomalyAgent, AnomalySettings};
 use sm_domain::{AlertEvent, Codec, Decode, Envelope, ValidatedReading, topics};
 use sm_drift::{DriftAgent, DriftSettings};
+use sm_system_tests::{end_offsets, read_after};
 use sm_testkit::process::{Service, binary, smctl};
 use sm_testkit::{stack_from_env_file, unique};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Readings per fleet, sent at [`RATE`] per second: 24 s of traffic.
 const READINGS: u64 = 60_000;
 const RATE: u64 = 2_500;
-
-fn end_offsets(bootstrap: &str, topic: &str) -> Vec<(i32, i64)> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| (p.id(), consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap().1))
-        .collect()
-}
-
-/// Committed records of `topic` after `from` that `keep` decodes, until `expected` of them
-/// arrived and `quiet` passed without more (or 240 s).
-fn read_after<T>(
-    bootstrap: &str,
-    topic: &str,
-    from: &[(i32, i64)],
-    expected: usize,
-    quiet: Duration,
-    mut keep: impl FnMut(&[u8]) -> Option<T>,
-) -> Vec<T> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("e2e-reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for (partition, offset) in from {
-        assignment.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset)).unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let (started, mut last) = (Instant::now(), Instant::now());
-    let mut kept = Vec::new();
-    while started.elapsed() < Duration::from_secs(240) {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                if let Some(value) = keep(message.payload().unwrap_or_default()) {
-                    kept.push(value);
-                    last = Instant::now();
-                }
-            }
-            Some(Err(error)) => panic!("reading {topic}: {error}"),
-            None if kept.len() >= expected && last.elapsed() > quiet => break,
-            None => {}
-        }
-    }
-    kept
-}
 
 /// What identifies one finding regardless of its event id: which detector, about what,
 /// triggered by which reading.

@@ -1,3 +1,60 @@
-//! Holds no code: the tests in this package exercise the platform across services (the
-//! readings path end to end, with the binaries as processes) and check the deployment
+//! The tests in this package exercise the platform across services (the readings path and
+//! the analytics agents end to end, with the binaries as processes) and check the deployment
 //! descriptions (`docker-compose.yml`, `k8s/`, `Dockerfile`) against the configuration types.
+//! This library holds what the end-to-end tests share: reading a topic from where a run began.
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use sm_testkit::unique;
+use std::time::{Duration, Instant};
+
+/// The end offset of every partition of `topic`: where a run's records will start.
+pub fn end_offsets(bootstrap: &str, topic: &str) -> Vec<(i32, i64)> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap().1))
+        .collect()
+}
+
+/// Committed records of `topic` after `from` that `keep` decodes, until `expected` of them
+/// arrived and `quiet` passed without more (or 240 s).
+pub fn read_after<T>(
+    bootstrap: &str,
+    topic: &str,
+    from: &[(i32, i64)],
+    expected: usize,
+    quiet: Duration,
+    mut keep: impl FnMut(&[u8]) -> Option<T>,
+) -> Vec<T> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("e2e-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for (partition, offset) in from {
+        assignment.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset)).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let (started, mut last) = (Instant::now(), Instant::now());
+    let mut kept = Vec::new();
+    while started.elapsed() < Duration::from_secs(240) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                if let Some(value) = keep(message.payload().unwrap_or_default()) {
+                    kept.push(value);
+                    last = Instant::now();
+                }
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+            None if kept.len() >= expected && last.elapsed() > quiet => break,
+            None => {}
+        }
+    }
+    kept
+}

@@ -9,9 +9,9 @@
 //! `make test` does). The run has its own tenant and asset ids, so other data on the shared
 //! topics and tables does not count.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use sm_domain::{AssetId, Codec, Envelope, RejectedReading, SensorReading, TenantId, Timestamp, topics};
 use sm_proto::v1::{LatestRequest, ListReadingsRequest};
+use sm_system_tests::{end_offsets, read_after};
 use sm_testkit::process::{Service, binary, free_port, smctl};
 use sm_testkit::{Record, produce, stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashSet};
@@ -19,48 +19,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const READINGS: u64 = 100_000;
-
-fn end_offsets(bootstrap: &str, topic: &str) -> Vec<(i32, i64)> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| (p.id(), consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap().1))
-        .collect()
-}
-
-/// Records of `topic` written after `from` (read_committed), until `expected` arrived and a
-/// quiet second passed.
-fn read_after(bootstrap: &str, topic: &str, from: &[(i32, i64)], expected: usize) -> Vec<Vec<u8>> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("e2e-reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for (partition, offset) in from {
-        assignment.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset)).unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let (started, mut last) = (Instant::now(), Instant::now());
-    let mut values = Vec::new();
-    while started.elapsed() < Duration::from_secs(120) {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                use rdkafka::Message;
-                values.push(message.payload().unwrap_or_default().to_vec());
-                last = Instant::now();
-            }
-            Some(Err(error)) => panic!("reading {topic}: {error}"),
-            None if values.len() >= expected && last.elapsed() > Duration::from_secs(1) => break,
-            None => {}
-        }
-    }
-    values
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_path_end_to_end_across_sigkill() {
@@ -119,7 +77,14 @@ async fn readings_path_end_to_end_across_sigkill() {
     let expected_dead: u64 = invalid.values().sum();
     let kafka = stack.kafka.clone();
     let letters = tokio::task::spawn_blocking(move || {
-        read_after(&kafka, topics::READINGS_REJECTED, &dead_letters_from, expected_dead as usize)
+        read_after(
+            &kafka,
+            topics::READINGS_REJECTED,
+            &dead_letters_from,
+            expected_dead as usize,
+            Duration::from_secs(1),
+            |b| Some(b.to_vec()),
+        )
     })
     .await
     .unwrap();

@@ -68,6 +68,8 @@ pub enum RuntimeError {
     Kafka(#[from] KafkaError),
     #[error("cannot encode a dead letter: {0}")]
     Codec(#[from] sm_domain::CodecError),
+    #[error("cannot restore the agent's state: {0}")]
+    State(#[from] crate::changelog::ChangelogError),
     #[error("consumer has no group metadata; is group.id set?")]
     NoGroupMetadata,
     #[error("blocking kafka call panicked: {0}")]
@@ -929,15 +931,13 @@ async fn restore_state<H: Handler>(
     let started = Instant::now();
     crate::admin::ensure_topics(config, &[(state_topic, true)]).await?;
     let group = format!("{}-state-restore", config.group_for(agent));
-    let consumer = crate::changelog::assign_from_start(config, state_topic, &group)
-        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let consumer = crate::changelog::assign_from_start(config, state_topic, &group)?;
     let records = crate::changelog::read_to_end(&consumer, state_topic, |message| {
         if let Some(key) = message.key() {
             handler.restore(key, message.payload());
         }
     })
-    .await
-    .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    .await?;
     tracing::info!(agent, state_topic, records, elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
     Ok(())
 }

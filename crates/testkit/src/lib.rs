@@ -5,6 +5,7 @@
 //! `transactional.id` from [`unique`], so tests never see each other's records.
 
 pub mod bench;
+pub mod postgres;
 pub mod process;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -18,6 +18,7 @@ use sm_query::db::PgTimestamp;
 use sm_query::{QueryConfig, QueryServer, QuerySettings};
 use sm_storage::{Flavor, Pool, PostgresConfig};
 use sm_telemetry::Secret;
+use sm_testkit::postgres::ScratchSchema;
 use sm_testkit::{Stack, stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -66,43 +67,14 @@ struct Fixture {
     assets_topic: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    _schema: SchemaGuard,
-}
-
-/// Drops the test's schema when the test ends, also when it panics.
-struct SchemaGuard {
-    url: String,
-    schema: String,
-}
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        // Drop cannot await, and may run while the test's runtime unwinds: use a fresh one.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-                tokio::spawn(connection);
-                client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
-            });
-        })
-        .join();
-    }
+    _schema: ScratchSchema,
 }
 
 impl Fixture {
     async fn start() -> Self {
         let stack = stack_from_env_file();
-        let schema = unique("sm_query_test").replace('-', "_");
-        let (admin, connection) = tokio_postgres::connect(&stack.postgres_url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {}: {e}; start the stack", stack.postgres_url));
-        tokio::spawn(connection);
-        admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
-        let guard = SchemaGuard { url: stack.postgres_url.clone(), schema: schema.clone() };
-        let separator = if stack.postgres_url.contains('?') { '&' } else { '?' };
-        let url = format!("{}{separator}options=-csearch_path%3D{schema}", stack.postgres_url);
+        let guard = ScratchSchema::create(&stack, "sm_query_test").await;
+        let url = guard.url.clone();
 
         let assets_topic = unique("sm.assets.test");
         let kafka = KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() };
