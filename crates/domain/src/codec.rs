@@ -35,6 +35,7 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     SchemaFile::new("model_registered", 1, include_str!("../../../schemas/model_registered/v1.avsc")),
     SchemaFile::new("model_promoted", 1, include_str!("../../../schemas/model_promoted/v1.avsc")),
     SchemaFile::new("model_archived", 1, include_str!("../../../schemas/model_archived/v1.avsc")),
+    SchemaFile::new("failure_predicted", 1, include_str!("../../../schemas/failure_predicted/v1.avsc")),
 ];
 
 /// The folder holding the envelope header schema.

@@ -29,6 +29,13 @@ pub const DRIFT_STATE: &str = "sm.drift.state.v1";
 /// name. Kept forever: replaying it rebuilds the registry.
 pub const MODELS: &str = "sm.models.v1";
 
+/// The prediction agent's `FailurePredicted`, keyed by asset.
+pub const PREDICTIONS: &str = "sm.predictions.v1";
+
+/// The prediction agent's per-asset cycle history, checkpointed with every transaction
+/// (compacted).
+pub const PREDICTION_STATE: &str = "sm.prediction.state.v1";
+
 /// Every platform topic, with whether it is compacted; `deploy/local` and the services
 /// create these (never broker auto-creation).
 pub const ALL: &[(&str, bool)] = &[
@@ -44,4 +51,6 @@ pub const ALL: &[(&str, bool)] = &[
     (ANOMALY_STATE, true),
     (DRIFT_STATE, true),
     (MODELS, false),
+    (PREDICTIONS, false),
+    (PREDICTION_STATE, true),
 ];

@@ -35,6 +35,7 @@ pub mod metrics;
 mod rng;
 pub mod rul;
 pub mod split;
+pub mod stream;
 pub mod synthetic;
 
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,8 @@ pub use artifact::{Artifact, Model, ModelCard, ModelKind, TrainingData, load, sh
 pub use boost::BoostParams;
 pub use error::ModelError;
 pub use failure::{FailureClassifier, FailureParams, FailurePrediction};
-pub use rul::{RulParams, RulPrediction, RulRegressor};
+pub use rul::{RulParams, RulPrediction, RulRegressor, StreamLayout};
+pub use stream::{CycleBuilder, Pushed};
 
 /// How much one input moved one prediction, for "why this prediction" displays.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -43,6 +43,9 @@ pub struct RulParams {
     pub calibration_folds: usize,
     /// Seed of the folds.
     pub seed: u64,
+    /// Use the cycle number (the unit's age) as a feature. Right for C-MAPSS, where every
+    /// engine is observed from new; wrong for a live asset, whose age the agent does not know.
+    pub use_age: bool,
 }
 
 impl Default for RulParams {
@@ -65,6 +68,7 @@ impl Default for RulParams {
             interval_coverage: 0.9,
             calibration_folds: 4,
             seed: 0,
+            use_age: true,
         }
     }
 }
@@ -95,15 +99,31 @@ struct Windows {
     sensors: Vec<usize>,
     mean_cycles: usize,
     slope_cycles: usize,
+    /// Whether the cycle number is the first feature (artifacts before this field had it).
+    #[serde(default = "yes")]
+    age: bool,
+    /// Names of the sensor slots (`channels[0]` is slot `s1`) when the model reads a live
+    /// stream; empty for C-MAPSS files, whose sensors are `s1`...`s21`.
+    #[serde(default)]
+    channels: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Windows {
+    fn sensor_name(&self, s: usize) -> String {
+        self.channels.get(s).cloned().unwrap_or_else(|| format!("s{}", s + 1))
+    }
+
     fn names(&self) -> Vec<String> {
-        let mut names = vec!["cycle".to_string()];
+        let mut names = if self.age { vec!["cycle".to_string()] } else { Vec::new() };
         for &s in &self.sensors {
-            names.push(format!("s{}_last", s + 1));
-            names.push(format!("s{}_mean{}", s + 1, self.mean_cycles));
-            names.push(format!("s{}_slope{}", s + 1, self.slope_cycles));
+            let sensor = self.sensor_name(s);
+            names.push(format!("{sensor}_last"));
+            names.push(format!("{sensor}_mean{}", self.mean_cycles));
+            names.push(format!("{sensor}_slope{}", self.slope_cycles));
         }
         names
     }
@@ -112,7 +132,9 @@ impl Windows {
     /// is used, so a prediction at cycle t is what the agent could have said at cycle t.
     fn features(&self, history: &[Cycle], out: &mut Vec<f64>) {
         let Some(current) = history.last() else { return };
-        out.push(f64::from(current.cycle));
+        if self.age {
+            out.push(f64::from(current.cycle));
+        }
         let mean_window = &history[history.len().saturating_sub(self.mean_cycles)..];
         let slope_window = &history[history.len().saturating_sub(self.slope_cycles)..];
         for &s in &self.sensors {
@@ -179,6 +201,26 @@ impl ResidualBands {
     }
 }
 
+/// Standard normal CDF (Abramowitz–Stegun 7.1.26 erf, |error| < 1.5e-7): enough for a
+/// probability read off an interval.
+fn normal_cdf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs() / std::f64::consts::SQRT_2);
+    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
+    if x >= 0.0 { 0.5 * (1.0 + erf) } else { 0.5 * (1.0 - erf) }
+}
+
+/// The standard normal quantile by bisection on [`normal_cdf`] (called once per prediction
+/// with the same argument; cheap next to the trees).
+fn normal_quantile(p: f64) -> f64 {
+    let (mut lo, mut hi) = (-10.0_f64, 10.0_f64);
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if normal_cdf(mid) < p { lo = mid } else { hi = mid }
+    }
+    (lo + hi) / 2.0
+}
+
 /// The `q` quantile by linear interpolation between order statistics; NaN for no values.
 fn quantile(values: &[f64], q: f64) -> f64 {
     if values.is_empty() {
@@ -199,6 +241,21 @@ pub struct RulRegressor {
     cap_cycles: f64,
     bands: ResidualBands,
     importance: Vec<f64>,
+    /// Length of one cycle in event time when the model reads a live stream (see
+    /// [`RulRegressor::for_stream`]); `None` for models of C-MAPSS flights.
+    #[serde(default)]
+    cycle_ms: Option<i64>,
+}
+
+/// How a live asset's readings become this model's cycles: which sensor type fills which
+/// slot, and how long a cycle lasts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamLayout {
+    /// Sensor type of each slot (`channels[0]` is `s1`); a slot without readings in a cycle
+    /// repeats its previous value.
+    pub channels: Vec<String>,
+    /// Event-time length of one cycle.
+    pub cycle_ms: i64,
 }
 
 /// What training saw.
@@ -245,8 +302,13 @@ impl RulRegressor {
         }
         let sensors = moving_sensors(trajectories.iter().flat_map(|t| &t.cycles));
         let dropped_sensors = (0..SENSORS).filter(|s| !sensors.contains(s)).map(|s| format!("s{}", s + 1)).collect();
-        let windows =
-            Windows { sensors, mean_cycles: params.mean_window_cycles, slope_cycles: params.slope_window_cycles };
+        let windows = Windows {
+            sensors,
+            mean_cycles: params.mean_window_cycles,
+            slope_cycles: params.slope_window_cycles,
+            age: params.use_age,
+            channels: Vec::new(),
+        };
         let n = windows.names().len();
 
         let mut rows = Vec::new();
@@ -280,7 +342,70 @@ impl RulRegressor {
             out_of_fold_rmse: rmse(&out_of_fold, &targets),
             bands: bands.clone(),
         };
-        Ok((Self { ensemble, windows, cap_cycles: params.cap_cycles, bands, importance }, report))
+        Ok((Self { ensemble, windows, cap_cycles: params.cap_cycles, bands, importance, cycle_ms: None }, report))
+    }
+
+    /// Marks the model as one that reads a live stream laid out as `layout`; its feature
+    /// names then use the channel names (`temperature_slope60`, not `s1_slope60`).
+    pub fn for_stream(mut self, layout: StreamLayout) -> Result<Self, ModelError> {
+        if layout.cycle_ms <= 0 || layout.channels.is_empty() || layout.channels.len() > SENSORS {
+            return Err(ModelError::InvalidParameter {
+                name: "stream layout",
+                detail: format!("needs a positive cycle length and 1 to {SENSORS} channels"),
+            });
+        }
+        self.windows.channels = layout.channels;
+        self.cycle_ms = Some(layout.cycle_ms);
+        Ok(self)
+    }
+
+    /// The live-stream layout, for models trained with [`RulRegressor::for_stream`].
+    pub fn stream_layout(&self) -> Option<StreamLayout> {
+        Some(StreamLayout { channels: self.windows.channels.clone(), cycle_ms: self.cycle_ms? })
+    }
+
+    /// Cycles of history the features look at (older ones can be dropped).
+    pub fn window_cycles(&self) -> usize {
+        self.windows.mean_cycles.max(self.windows.slope_cycles)
+    }
+
+    /// Prediction from a ready feature vector (in [`Self::feature_names`] order): the
+    /// on-demand `Predict` path, for callers who computed the window features themselves.
+    pub fn predict_features(&self, features: &[f64]) -> Result<RulPrediction, ModelError> {
+        let names = self.windows.names();
+        if features.len() != names.len() || features.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::InvalidInput(format!(
+                "expected {} finite features ({}), got {}",
+                names.len(),
+                names.join(", "),
+                features.len()
+            )));
+        }
+        let (contributions, baseline) = self.ensemble.contributions(features);
+        let rul_cycles = (baseline + contributions.iter().sum::<f64>()).clamp(0.0, self.cap_cycles);
+        let (lower_cycles, upper_cycles) = self.bands.interval(rul_cycles);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(RulPrediction {
+            rul_cycles,
+            lower_cycles,
+            upper_cycles,
+            coverage: self.bands.coverage,
+            baseline_cycles: baseline,
+            contributions: Contribution::ranked(&names, features, &contributions),
+        })
+    }
+
+    /// Probability that the true RUL is below `horizon_cycles`, given a prediction: the
+    /// interval's band read as a normal distribution around the prediction (its lower and
+    /// upper residual quantiles set the spread). An approximation, stated as such; it is 0.5
+    /// when the prediction sits on the horizon and moves smoothly either side.
+    pub fn failure_probability(&self, rul_cycles: f64, horizon_cycles: f64) -> f64 {
+        let band =
+            self.bands.edges_cycles.iter().position(|&e| rul_cycles < e).unwrap_or(self.bands.edges_cycles.len());
+        let z = normal_quantile((1.0 + self.bands.coverage) / 2.0);
+        let spread = ((self.bands.upper[band] - self.bands.lower[band]) / (2.0 * z)).max(1e-9);
+        let centre = rul_cycles + (self.bands.upper[band] + self.bands.lower[band]) / 2.0;
+        normal_cdf((horizon_cycles - centre) / spread)
     }
 
     /// Predicted RUL at the last cycle of `history` (one engine's cycles, oldest first; only the
@@ -302,19 +427,7 @@ impl RulRegressor {
     /// Predicted RUL with its interval and the contribution of every feature.
     pub fn predict(&self, history: &[Cycle]) -> Result<RulPrediction, ModelError> {
         let features = self.features(history)?;
-        let (contributions, baseline) = self.ensemble.contributions(&features);
-        let rul_cycles = (baseline + contributions.iter().sum::<f64>()).clamp(0.0, self.cap_cycles);
-        let (lower_cycles, upper_cycles) = self.bands.interval(rul_cycles);
-        let names = self.windows.names();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        Ok(RulPrediction {
-            rul_cycles,
-            lower_cycles,
-            upper_cycles,
-            coverage: self.bands.coverage,
-            baseline_cycles: baseline,
-            contributions: Contribution::ranked(&names, &features, &contributions),
-        })
+        self.predict_features(&features)
     }
 
     /// Predictions at every cycle of one engine's trajectory, each from its own past only.
@@ -467,6 +580,33 @@ mod tests {
         assert!(model_rmse < 0.5 * constant_rmse, "rmse {model_rmse} vs constant {constant_rmse}");
         let coverage = interval_coverage(&lower, &upper, &truth);
         assert!((0.8..=0.98).contains(&coverage), "coverage {coverage}");
+    }
+
+    #[test]
+    fn a_stream_model_names_its_channels_and_gives_a_monotone_failure_probability() {
+        let (train, test) = fleet();
+        let params = RulParams { use_age: false, ..quick() };
+        let (model, _) = RulRegressor::train(&train, &params).unwrap();
+        assert!(model.stream_layout().is_none());
+        let channels: Vec<String> = (0..SENSORS).map(|s| format!("c{s}")).collect();
+        let model = model.for_stream(StreamLayout { channels: channels.clone(), cycle_ms: 1_000 }).unwrap();
+        assert_eq!(model.stream_layout().unwrap().channels, channels);
+        let names = model.feature_names();
+        assert!(!names.contains(&"cycle".to_string()), "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with('c')), "{names:?}");
+        // The same features give the same prediction either way in.
+        let history = &test[0].cycles[..test[0].cycles.len() - 10];
+        let from_history = model.predict(history).unwrap();
+        let from_features = model.predict_features(&model.features(history).unwrap()).unwrap();
+        assert_eq!(from_history, from_features);
+        assert!(model.predict_features(&[1.0]).is_err());
+        // P(RUL < 30): high for a short predicted life, low for a long one, 1/2-ish between.
+        let p: Vec<f64> = [0.0, 15.0, 30.0, 60.0, 120.0].iter().map(|&r| model.failure_probability(r, 30.0)).collect();
+        assert!(p.windows(2).all(|w| w[0] >= w[1]), "{p:?}");
+        assert!(p[0] > 0.8 && p[4] < 0.05, "{p:?}");
+        assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!((normal_cdf(1.959_964) - 0.975).abs() < 1e-6);
+        assert!((normal_quantile(0.95) - 1.644_854).abs() < 1e-5);
     }
 
     #[test]
