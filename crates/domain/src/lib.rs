@@ -21,6 +21,7 @@ pub mod events;
 pub mod ids;
 pub mod models;
 pub mod predictions;
+pub mod rfc3339;
 pub mod time;
 pub mod topics;
 pub mod units;

@@ -14,6 +14,7 @@
 
 pub mod artifacts;
 pub mod config;
+pub mod events;
 pub mod registry;
 pub mod schema;
 

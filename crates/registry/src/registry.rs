@@ -62,7 +62,8 @@ const VERSION_COLUMNS: &str = concat!(
     ", ",
     micros!("promoted_at"),
     ", ",
-    micros!("archived_at")
+    micros!("archived_at"),
+    ", asset_type"
 );
 
 /// Where a version is in its life. Versions only move forward: staging → production →
@@ -146,6 +147,8 @@ impl fmt::Display for Selector {
 pub struct NewVersion {
     pub name: String,
     pub kind: ModelKind,
+    /// The asset type it predicts for (`pump`, ...); empty when it is not tied to one.
+    pub asset_type: String,
     /// The model's inputs, in order.
     pub features: Vec<String>,
     pub training: TrainingData,
@@ -159,10 +162,11 @@ pub struct NewVersion {
 
 impl NewVersion {
     /// The registry's view of a model card (the card travels inside the artifact too).
-    pub fn from_card(card: &ModelCard, registered_at: Timestamp) -> Self {
+    pub fn from_card(card: &ModelCard, asset_type: &str, registered_at: Timestamp) -> Self {
         Self {
             name: card.name.clone(),
             kind: card.kind,
+            asset_type: asset_type.to_owned(),
             features: card.features.clone(),
             training: card.training.clone(),
             metrics: card.metrics.clone(),
@@ -195,6 +199,7 @@ pub struct ModelVersion {
     pub version: u32,
     pub stage: Stage,
     pub kind: ModelKind,
+    pub asset_type: String,
     pub features: Vec<String>,
     /// `from`/`to` come back as RFC 3339 in UTC.
     pub training: TrainingData,
@@ -511,11 +516,11 @@ async fn insert_version(
             concat!(
                 "INSERT INTO sm_model_versions (name, version, stage, kind, features, training_source,
                      training_from, training_to, training_rows, training_units, metrics, comparison,
-                     artifact_location, artifact_sha256, artifact_size, created_at)
+                     artifact_location, artifact_sha256, artifact_size, created_at, asset_type)
                  VALUES ($1, $2, 'staging', $3, $4, $5, $6::text::timestamptz, $7::text::timestamptz, $8, $9,
                      $10::text::jsonb, $11::text::jsonb, $12, $13, $14, ",
                 at!(15),
-                ") ON CONFLICT (name, version) DO NOTHING"
+                ", $16) ON CONFLICT (name, version) DO NOTHING"
             ),
             &[
                 &new.name,
@@ -533,6 +538,7 @@ async fn insert_version(
                 &artifact.sha256.to_ascii_lowercase(),
                 &size,
                 &new.registered_at.as_micros(),
+                &new.asset_type,
             ],
         )
         .await
@@ -626,6 +632,7 @@ fn version_from_row(row: &Row) -> Result<ModelVersion, RegistryError> {
         created_at: Timestamp(row.get(15)),
         promoted_at: row.get::<_, Option<i64>>(16).map(Timestamp),
         archived_at: row.get::<_, Option<i64>>(17).map(Timestamp),
+        asset_type: row.get(18),
     })
 }
 
@@ -669,6 +676,7 @@ mod tests {
         let card = NewVersion {
             name: "milling-failure".into(),
             kind: ModelKind::FailureClassifier,
+            asset_type: "mill".into(),
             features: vec!["power_w".into()],
             training: TrainingData { source: "synthetic".into(), from: None, to: None, rows: 10, units: 2 },
             metrics: BTreeMap::from([("test_f1".into(), 0.9)]),

@@ -8,7 +8,8 @@
 use sm_storage::Migration;
 
 /// Applied in order by `sm_storage::migrate`; never edit an applied one, add a version.
-pub const MIGRATIONS: &[Migration] = &[Migration {
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     name: "model registry",
     sql: |_| {
@@ -44,4 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
              WHERE stage = 'production';"
             .to_owned()
     },
-}];
+},
+    Migration {
+        version: 2,
+        name: "asset type of a model version",
+        // The prediction agent serves, per asset type, that type's production model.
+        sql: |_| "ALTER TABLE sm_model_versions ADD COLUMN asset_type text NOT NULL DEFAULT ''".to_owned(),
+    },
+];

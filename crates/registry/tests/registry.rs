@@ -31,6 +31,7 @@ fn new_version(name: &str, f1: f64) -> NewVersion {
     NewVersion {
         name: name.to_owned(),
         kind: ModelKind::FailureClassifier,
+        asset_type: "mill".into(),
         features: vec!["power_w".into(), "temperature_difference_k".into()],
         training: TrainingData {
             source: "synthetic".into(),
@@ -240,7 +241,7 @@ async fn a_registered_artifact_loads_checked_and_altered_bytes_are_refused() {
     };
     let bytes = Artifact::new(card.clone(), model).unwrap().to_bytes().unwrap();
 
-    let registered = registry.register(&store, &NewVersion::from_card(&card, Timestamp(JAN_1)), &bytes).await.unwrap();
+    let registered = registry.register(&store, &NewVersion::from_card(&card, "pump", Timestamp(JAN_1)), &bytes).await.unwrap();
     let served = registry.resolve(&name, Selector::Auto).await.unwrap();
     assert_eq!(served, registered);
     assert_eq!(

@@ -35,6 +35,7 @@ async fn artifacts_round_trip_through_s3_and_altered_bytes_are_refused() {
     let new = NewVersion {
         name: name.clone(),
         kind: ModelKind::RemainingUsefulLife,
+        asset_type: "pump".into(),
         features: vec!["cycle".into()],
         training: TrainingData { source: "s3 test".into(), from: None, to: None, rows: 1, units: 1 },
         metrics: BTreeMap::new(),

@@ -14,7 +14,7 @@
 //! The file is streamed, never loaded whole.
 
 use crate::publish::{Publisher, reading_headers};
-use crate::rfc3339;
+use sm_domain::rfc3339;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use sm_domain::{AssetId, Codec, DomainEvent, Envelope, SensorId, SensorReading, TenantId, Timestamp, topics};

@@ -21,7 +21,6 @@ mod ingest_file;
 mod plan;
 mod publish;
 mod query;
-mod rfc3339;
 mod scenario;
 mod simulate;
 

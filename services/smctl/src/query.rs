@@ -92,7 +92,7 @@ pub fn print_table(rows: &[Reading]) {
             .occurred_at
             .as_ref()
             .and_then(sm_proto::convert::from_timestamp)
-            .map(crate::rfc3339::format)
+            .map(sm_domain::rfc3339::format)
             .unwrap_or_default();
         println!("{at:<27} {:<36} {:>12.3} {:<6} {}", r.sensor_id, r.value, r.unit, r.quality_flags.join(","));
     }

@@ -1,11 +1,11 @@
 //! RFC 3339 timestamps (`2025-11-20T10:15:30.250Z`, `2025-11-20 11:15:30+01:00`) to and from
-//! event time, for `smctl ingest-file`. Written by hand because this is all smctl needs of a
+//! event time, for `smctl ingest-file` and the model registry. Written by hand because this is all smctl needs of a
 //! date library: the proleptic Gregorian calendar in UTC, with numeric offsets.
 //!
 //! Not supported on purpose: time zone names, week dates, and anything before year 0000 or
 //! after 9999 (RFC 3339 has four-digit years).
 
-use sm_domain::Timestamp;
+use crate::Timestamp;
 
 const MICROS_PER_SEC: i64 = 1_000_000;
 const SECS_PER_DAY: i64 = 86_400;
