@@ -30,6 +30,7 @@ pub mod state;
 pub mod trace;
 
 pub use admin::ensure_topics;
+pub use produce::{AnnounceError, Announcer};
 pub use config::KafkaConfig;
 pub use handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Rejection, Source};
 pub use runtime::{RunSummary, Runtime, RuntimeError};
