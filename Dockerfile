@@ -60,6 +60,7 @@ COPY --from=builder /out/ingestion /usr/local/bin/
 COPY --from=builder /out/projector /usr/local/bin/
 COPY --from=builder /out/anomaly /usr/local/bin/
 COPY --from=builder /out/drift /usr/local/bin/
+COPY --from=builder /out/prediction /usr/local/bin/
 COPY --from=builder /out/query /usr/local/bin/
 COPY --from=builder /out/smctl /usr/local/bin/
 

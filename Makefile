@@ -28,7 +28,7 @@ lint:
 
 ## Benchmarks (they print figures and ratios against a baseline measured in the same run):
 ## runtime and ingestion throughput, projection writer vs COPY, publish-to-projection latency,
-## ListReadings under 32 concurrent clients.
+## ListReadings under 32 concurrent clients, the prediction agent, Predict latency.
 bench:
 	$(STACK) up
 	cargo build --release --bins
@@ -41,6 +41,8 @@ bench:
 	cargo bench -p sm-models --bench predict
 	cargo bench -p sm-system-tests --bench latency
 	cargo bench -p sm-query --bench list_readings
+	cargo bench -p sm-prediction --bench agent
+	cargo bench -p sm-query --bench predict
 
 stack-up:
 	$(STACK) up

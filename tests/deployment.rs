@@ -63,6 +63,17 @@ fn services() -> Vec<Service> {
             },
         },
         Service {
+            binary: "prediction",
+            defaults: serde_json::to_value(sm_prediction::PredictionConfig::default()).unwrap(),
+            load: |env| {
+                let config: sm_prediction::PredictionConfig =
+                    sm_telemetry::config::load_from(None, env).map_err(|e| e.to_string())?;
+                config.kafka.validate()?;
+                config.artifacts.validate().map_err(|e| e.to_string())?;
+                config.prediction.validate()
+            },
+        },
+        Service {
             binary: "projector",
             defaults: serde_json::to_value(sm_projector::ProjectorConfig::default()).unwrap(),
             load: |env| {

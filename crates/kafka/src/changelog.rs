@@ -92,3 +92,32 @@ fn position_at_end(consumer: &StreamConsumer, topic: &str, partition: i32, end: 
         .and_then(|list| list.find_partition(topic, partition).and_then(|p| p.offset().to_raw()))
         .is_some_and(|position| position >= end)
 }
+
+/// Loads `topic` from its start to its current end through `apply`, then keeps following it
+/// in a background task (dropping the handle does not stop it; `abort()` does). How an agent
+/// keeps a side view (the asset registry, the model registry) next to its main input.
+pub async fn follow<F>(
+    config: &KafkaConfig,
+    topic: &str,
+    group: &str,
+    mut apply: F,
+) -> Result<(usize, tokio::task::JoinHandle<()>), ChangelogError>
+where
+    F: FnMut(&BorrowedMessage<'_>) + Send + 'static,
+{
+    let consumer = assign_from_start(config, topic, group)?;
+    let loaded = read_to_end(&consumer, topic, &mut apply).await?;
+    let topic = topic.to_owned();
+    let task = tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(message) => apply(&message),
+                Err(error) => {
+                    tracing::warn!(topic = %topic, error = %error, "follower consumer error");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    Ok((loaded, task))
+}

@@ -30,8 +30,8 @@ pub mod state;
 pub mod trace;
 
 pub use admin::ensure_topics;
-pub use produce::{AnnounceError, Announcer};
 pub use config::KafkaConfig;
 pub use handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Rejection, Source};
+pub use produce::{AnnounceError, Announcer};
 pub use runtime::{RunSummary, Runtime, RuntimeError};
 pub use state::StateStore;

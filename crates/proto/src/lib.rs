@@ -8,7 +8,8 @@
 //!   from the domain's [`sm_domain::SensorSpec`], and the analytics events (anomalies, drift,
 //!   stale sensors, retrain requests) to their messages;
 //! - the clients re-exported at the top ([`ReadingServiceClient`], [`AssetServiceClient`],
-//!   [`AlertServiceClient`], [`DriftServiceClient`], [`AnomalyServiceClient`]), so a
+//!   [`AlertServiceClient`], [`DriftServiceClient`], [`AnomalyServiceClient`],
+//!   [`ModelServiceClient`], [`PredictionServiceClient`]), so a
 //!   command-line tool needs only `sm_proto::ReadingServiceClient::connect(url)`.
 //!
 //! It holds no server logic: `services/query` implements the server traits.
@@ -28,6 +29,8 @@ pub use v1::alert_service_client::AlertServiceClient;
 pub use v1::anomaly_service_client::AnomalyServiceClient;
 pub use v1::asset_service_client::AssetServiceClient;
 pub use v1::drift_service_client::DriftServiceClient;
+pub use v1::model_service_client::ModelServiceClient;
+pub use v1::prediction_service_client::PredictionServiceClient;
 pub use v1::reading_service_client::ReadingServiceClient;
 
 #[cfg(test)]
@@ -50,6 +53,8 @@ mod tests {
             "sm.v1.AlertService",
             "sm.v1.DriftService",
             "sm.v1.AnomalyService",
+            "sm.v1.ModelService",
+            "sm.v1.PredictionService",
         ] {
             assert!(services.contains(&service.to_owned()), "{service} not in {services:?}");
         }

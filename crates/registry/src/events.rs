@@ -5,9 +5,9 @@
 use sm_domain::{ModelArchived, ModelPromoted, ModelRegistered, Timestamp, rfc3339};
 use sm_models::{ModelKind, TrainingData};
 
+use crate::RegistryError;
 use crate::artifacts::ArtifactRef;
 use crate::registry::{ModelVersion, NewVersion};
-use crate::RegistryError;
 
 /// The event that announces a registered version.
 pub fn registered(version: &ModelVersion) -> ModelRegistered {
@@ -89,5 +89,9 @@ pub fn promoted(
 
 /// The event that announces an archival.
 pub fn archived(name: &str, version: u32, reason: &str) -> ModelArchived {
-    ModelArchived { name: name.to_owned(), version: i32::try_from(version).unwrap_or(i32::MAX), reason: reason.to_owned() }
+    ModelArchived {
+        name: name.to_owned(),
+        version: i32::try_from(version).unwrap_or(i32::MAX),
+        reason: reason.to_owned(),
+    }
 }

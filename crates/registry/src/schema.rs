@@ -10,10 +10,10 @@ use sm_storage::Migration;
 /// Applied in order by `sm_storage::migrate`; never edit an applied one, add a version.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
-    version: 1,
-    name: "model registry",
-    sql: |_| {
-        "CREATE TABLE sm_models (
+        version: 1,
+        name: "model registry",
+        sql: |_| {
+            "CREATE TABLE sm_models (
              name           text        PRIMARY KEY,
              kind           text        NOT NULL,
              latest_version integer     NOT NULL CHECK (latest_version > 0),
@@ -43,9 +43,9 @@ pub const MIGRATIONS: &[Migration] = &[
          );
          CREATE UNIQUE INDEX sm_model_versions_one_production ON sm_model_versions (name)
              WHERE stage = 'production';"
-            .to_owned()
+                .to_owned()
+        },
     },
-},
     Migration {
         version: 2,
         name: "asset type of a model version",

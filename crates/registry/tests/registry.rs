@@ -241,7 +241,8 @@ async fn a_registered_artifact_loads_checked_and_altered_bytes_are_refused() {
     };
     let bytes = Artifact::new(card.clone(), model).unwrap().to_bytes().unwrap();
 
-    let registered = registry.register(&store, &NewVersion::from_card(&card, "pump", Timestamp(JAN_1)), &bytes).await.unwrap();
+    let registered =
+        registry.register(&store, &NewVersion::from_card(&card, "pump", Timestamp(JAN_1)), &bytes).await.unwrap();
     let served = registry.resolve(&name, Selector::Auto).await.unwrap();
     assert_eq!(served, registered);
     assert_eq!(

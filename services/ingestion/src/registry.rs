@@ -9,7 +9,7 @@ use sm_domain::{AssetId, AssetRegistered, Codec, SensorId};
 use sm_kafka::KafkaConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Sensors by id, shared between the follower task and the handler.
 #[derive(Debug, Clone, Default)]
@@ -65,28 +65,19 @@ pub async fn follow(
     config: &KafkaConfig,
     topic: &str,
 ) -> Result<(AssetRegistry, tokio::task::JoinHandle<()>), RegistryError> {
-    let consumer = sm_kafka::changelog::assign_from_start(config, topic, "sm-ingestion-registry")?;
     let registry = AssetRegistry::default();
     let codec = Codec::embedded().expect("embedded schemas are valid");
     let started = Instant::now();
-    sm_kafka::changelog::read_to_end(&consumer, topic, |message| apply_message(&registry, &codec, message)).await?;
+    let following = registry.clone();
+    let (_, task) = sm_kafka::changelog::follow(config, topic, "sm-ingestion-registry", move |message| {
+        apply_message(&following, &codec, message)
+    })
+    .await?;
     tracing::info!(
         sensors = registry.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "asset registry loaded"
     );
-    let following = registry.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            match consumer.recv().await {
-                Ok(message) => apply_message(&following, &codec, &message),
-                Err(error) => {
-                    tracing::warn!(error = %error, "asset registry consumer error");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    });
     Ok((registry, task))
 }
 

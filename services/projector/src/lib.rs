@@ -7,10 +7,12 @@
 //! - [`schema`]: the read-model tables (migrations, TimescaleDB-aware);
 //! - [`readings`]: validated readings → `readings`, `latest_readings`, minute and hour rollups;
 //! - [`assets`]: asset registrations → `assets` and `sensors`;
-//! - [`alerts`]: anomalies, stale sensors, drift and retrain requests.
+//! - [`alerts`]: anomalies, stale sensors, drift and retrain requests;
+//! - [`predictions`]: the prediction agent's `FailurePredicted` → `predictions`.
 
 pub mod alerts;
 pub mod assets;
+pub mod predictions;
 pub mod readings;
 pub mod schema;
 

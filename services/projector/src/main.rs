@@ -3,7 +3,8 @@
 use anyhow::Context;
 use sm_domain::topics;
 use sm_projector::{
-    ProjectorConfig, alerts::AlertsProjection, assets::AssetsProjection, readings::ReadingsProjection, schema,
+    ProjectorConfig, alerts::AlertsProjection, assets::AssetsProjection, predictions::PredictionsProjection,
+    readings::ReadingsProjection, schema,
 };
 use sm_storage::ProjectionWriter;
 
@@ -27,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
             (topics::ASSETS, true),
             (topics::ANOMALIES, false),
             (topics::DRIFT, false),
+            (topics::PREDICTIONS, false),
             (topics::PROJECTIONS_REJECTED, false),
         ],
     )
@@ -63,15 +65,23 @@ async fn main() -> anyhow::Result<()> {
         topics::PROJECTIONS_REJECTED,
     )?
     .run_projection(ProjectionWriter::new(pool.clone(), AlertsProjection), signal());
+    let predictions = sm_kafka::Runtime::new(
+        config.kafka.clone(),
+        "projector-predictions",
+        &[topics::PREDICTIONS],
+        topics::PROJECTIONS_REJECTED,
+    )?
+    .run_projection(ProjectionWriter::new(pool.clone(), PredictionsProjection), signal());
     tokio::spawn(async move {
         sm_telemetry::shutdown_signal().await;
         let _ = stop.send(true);
     });
-    let (readings, assets, alerts) = tokio::join!(readings, assets, alerts);
+    let (readings, assets, alerts, predictions) = tokio::join!(readings, assets, alerts, predictions);
     tracing::info!(
         readings = ?readings.context("readings projection")?,
         assets = ?assets.context("assets projection")?,
         alerts = ?alerts.context("alerts projection")?,
+        predictions = ?predictions.context("predictions projection")?,
         "stopped"
     );
     Ok(())

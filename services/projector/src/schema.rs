@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "minute and hour rollups", sql: rollups },
     Migration { version: 4, name: "assets and sensors", sql: |_| ASSETS.to_owned() },
     Migration { version: 5, name: "anomalies, stale sensors, drift and retrain requests", sql: |_| ALERTS.to_owned() },
+    Migration { version: 6, name: "predictions", sql: |_| PREDICTIONS.to_owned() },
 ];
 
 const READING_COLUMNS: &str = "
@@ -223,3 +224,30 @@ CREATE TABLE retrain_requests (
     history_to   timestamptz NOT NULL,
     occurred_at  timestamptz NOT NULL
 );";
+
+/// What the prediction agent said, one row per `FailurePredicted` (keyed by event id: a replay
+/// rewrites the same rows). `occurred_at` is the end of the cycle the prediction is about.
+/// `predictions_asset_time` serves one asset's newest-first keyset pages and "latest per
+/// asset" (one index probe per asset); `predictions_time` serves pages across every asset.
+const PREDICTIONS: &str = "
+CREATE TABLE predictions (
+    event_id            text PRIMARY KEY,
+    tenant_id           text             NOT NULL,
+    asset_id            text             NOT NULL,
+    asset_type          text             NOT NULL,
+    occurred_at         timestamptz      NOT NULL,
+    recorded_at         timestamptz      NOT NULL,
+    model_name          text             NOT NULL,
+    model_version       integer          NOT NULL,
+    model_kind          text             NOT NULL,
+    rul_seconds         double precision NOT NULL,
+    rul_low_seconds     double precision NOT NULL,
+    rul_high_seconds    double precision NOT NULL,
+    coverage            double precision NOT NULL,
+    horizon_seconds     double precision NOT NULL,
+    failure_probability double precision NOT NULL,
+    cycles              integer          NOT NULL,
+    contributions       jsonb            NOT NULL
+);
+CREATE INDEX predictions_asset_time ON predictions (asset_id, occurred_at DESC, event_id DESC);
+CREATE INDEX predictions_time ON predictions (occurred_at DESC, event_id DESC);";

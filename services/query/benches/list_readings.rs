@@ -552,6 +552,7 @@ async fn main() {
         kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
         postgres: PostgresConfig { url: Secret(url.clone()), pool_size: CLIENTS },
         telemetry: Default::default(),
+        artifacts: Default::default(),
         query: QuerySettings::default(),
     };
     config.validate().unwrap();

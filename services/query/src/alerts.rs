@@ -99,21 +99,22 @@ impl AlertTable {
     }
 }
 
-/// A statement's SQL and parameters, built together so that each `$n` matches its value.
+/// A statement's SQL and parameters, built together so that each `$n` matches its value
+/// (also for `ListPredictions`, `crate::predictions`).
 #[derive(Default)]
-struct Statement {
-    conditions: Vec<String>,
-    params: Vec<Box<dyn ToSql + Sync + Send>>,
+pub(crate) struct Statement {
+    pub(crate) conditions: Vec<String>,
+    pub(crate) params: Vec<Box<dyn ToSql + Sync + Send>>,
 }
 
 impl Statement {
     /// Adds `value` as the next parameter and returns its placeholder.
-    fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+    pub(crate) fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
         self.params.push(Box::new(value));
         format!("${}", self.params.len())
     }
 
-    fn condition(&mut self, condition: String) {
+    pub(crate) fn condition(&mut self, condition: String) {
         self.conditions.push(condition);
     }
 }
@@ -171,7 +172,7 @@ fn page_statement(
 }
 
 /// `[from, to)` of a list request, each bound optional.
-fn time_range(
+pub(crate) fn time_range(
     from: Option<&prost_types::Timestamp>,
     to: Option<&prost_types::Timestamp>,
 ) -> Result<(Option<i64>, Option<i64>), QueryError> {

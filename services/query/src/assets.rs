@@ -172,7 +172,7 @@ pub fn validate_registration(request: v1::RegisterAssetRequest) -> Result<Regist
 
 /// Ids are keys everywhere (Kafka keys, primary keys, metric-free logs): not empty, and no
 /// surrounding whitespace, which would make two ids look the same to a person.
-fn check_id(field: &str, id: &str) -> Result<(), QueryError> {
+pub(crate) fn check_id(field: &str, id: &str) -> Result<(), QueryError> {
     if id.is_empty() {
         return Err(QueryError::invalid(field, "is required"));
     }

@@ -1,9 +1,10 @@
 //! Settings of the query service: the shared sections (`SM_KAFKA__*`, `SM_POSTGRES__*`,
-//! `SM_TELEMETRY__*`) and its own (`SM_QUERY__*`). Loading and validation only; nothing here
+//! `SM_TELEMETRY__*`, `SM_ARTIFACTS__*`) and its own (`SM_QUERY__*`). Loading and validation only; nothing here
 //! connects to anything.
 
 use serde::{Deserialize, Serialize};
 use sm_kafka::KafkaConfig;
+use sm_registry::ArtifactStoreConfig;
 use sm_storage::PostgresConfig;
 use sm_telemetry::{ConfigError, TelemetryConfig};
 use std::collections::HashMap;
@@ -13,12 +14,18 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
-    /// For `RegisterAsset`, which publishes an event (idempotent producer), and the alert feed
-    /// behind `StreamAlerts` (one consumer outside any group; it never commits).
+    /// For `RegisterAsset`, `Promote` and `Archive`, which publish events (idempotent
+    /// producers), and the alert feed behind `StreamAlerts` (one consumer outside any group; it
+    /// never commits).
     pub kafka: KafkaConfig,
-    /// The projections the service reads. It never migrates them: the projector owns the schema.
+    /// The projections the service reads. It never migrates them: the projector owns the
+    /// schema. The model registry's tables live here too; the registry migrates its own
+    /// (component `registry`) when `ModelService` or `Predict` first needs it.
     pub postgres: PostgresConfig,
     pub telemetry: TelemetryConfig,
+    /// Where model artifacts are (`SM_ARTIFACTS__*`): `Predict` reads them, checked against the
+    /// SHA-256 the registry recorded. The same store the trainer writes to.
+    pub artifacts: ArtifactStoreConfig,
     pub query: QuerySettings,
 }
 
@@ -37,6 +44,9 @@ pub struct QuerySettings {
     /// Where `RegisterAsset` publishes `AssetRegistered` events; the projector and ingestion
     /// read it. Only tests change it.
     pub assets_topic: String,
+    /// Where `Promote` and `Archive` publish `ModelPromoted` and `ModelArchived`; the
+    /// prediction agent follows it. Only tests change it.
+    pub models_topic: String,
     /// How long `RegisterAsset` waits for the broker's acknowledgement (librdkafka's
     /// `message.timeout.ms`) before answering `UNAVAILABLE`.
     pub publish_timeout_ms: u64,
@@ -53,6 +63,7 @@ impl Default for QuerySettings {
             max_page_size: 1000,
             default_page_size: 100,
             assets_topic: sm_domain::topics::ASSETS.to_owned(),
+            models_topic: sm_domain::topics::MODELS.to_owned(),
             publish_timeout_ms: 10_000,
             alert_stream_buffer: 1024,
         }
@@ -89,6 +100,9 @@ impl QueryConfig {
         if query.assets_topic.trim().is_empty() {
             return Err("SM_QUERY__ASSETS_TOPIC is empty: leave it unset for sm.assets.v1".into());
         }
+        if query.models_topic.trim().is_empty() {
+            return Err("SM_QUERY__MODELS_TOPIC is empty: leave it unset for sm.models.v1".into());
+        }
         if query.publish_timeout_ms == 0 {
             return Err("SM_QUERY__PUBLISH_TIMEOUT_MS must be positive".into());
         }
@@ -98,6 +112,7 @@ impl QueryConfig {
                 query.alert_stream_buffer
             ));
         }
+        self.artifacts.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
 }
@@ -117,6 +132,23 @@ mod tests {
         assert_eq!((config.query.default_page_size, config.query.max_page_size), (100, 1000));
         assert_eq!(config.query.assets_topic, "sm.assets.v1");
         assert_eq!(config.query.alert_stream_buffer, 1024);
+        assert_eq!(config.query.models_topic, "sm.models.v1");
+        assert_eq!(config.artifacts, ArtifactStoreConfig::default());
+    }
+
+    #[test]
+    fn artifact_settings_load_and_a_bad_store_url_names_the_setting() {
+        let config = QueryConfig::load_from(&env(&[
+            ("SM_ARTIFACTS__URL", "s3://sm-models/models"),
+            ("SM_ARTIFACTS__ENDPOINT", "http://127.0.0.1:18014"),
+            ("SM_ARTIFACTS__ALLOW_HTTP", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(config.artifacts.url, "s3://sm-models/models");
+        let error = QueryConfig::load_from(&env(&[("SM_ARTIFACTS__URL", "gs://models")])).unwrap_err();
+        assert!(error.to_string().contains("SM_ARTIFACTS__URL"), "{error}");
+        let error = QueryConfig::load_from(&env(&[("SM_QUERY__MODELS_TOPIC", " ")])).unwrap_err();
+        assert!(error.to_string().contains("SM_QUERY__MODELS_TOPIC"), "{error}");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Page tokens: keyset cursors, opaque to clients.
 //!
 //! A token holds the position of the last row of a page (for readings: its `occurred_at`,
-//! `sensor_id` and `sequence`; for anomalies and drift: its `occurred_at` and `event_id`; each
-//! unique and defining the order) and, except for assets, the filters the page was read with. The next page is "rows after this position", so paging
+//! `sensor_id` and `sequence`; for anomalies, drift and predictions: its `occurred_at` and
+//! `event_id`; each unique and defining the order) and, except for assets, the filters the page was read with. The next page is "rows after this position", so paging
 //! neither skips nor repeats a row when rows are inserted meanwhile, which an offset would.
 //! Keeping the filters lets the service refuse a token replayed with other filters, which
 //! would otherwise silently page through a different result from a foreign position.
@@ -21,6 +21,7 @@ const KIND_READINGS: u8 = 1;
 const KIND_ASSETS: u8 = 2;
 const KIND_ANOMALIES: u8 = 3;
 const KIND_DRIFT: u8 = 4;
+const KIND_PREDICTIONS: u8 = 5;
 const SUBJECT_ASSET: u8 = 1;
 const SUBJECT_SENSOR: u8 = 2;
 const CHECKSUM_LEN: usize = 8;
@@ -65,12 +66,23 @@ pub struct AlertFilter {
     pub include_backfill: bool,
 }
 
-/// A row's place in alert order: (occurred_at, event_id), descending. Event ids are unique,
-/// so the order is total.
+/// A row's place in alert (and prediction) order: (occurred_at, event_id), descending. Event
+/// ids are unique, so the order is total.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertPosition {
     pub occurred_at: i64,
     pub event_id: String,
+}
+
+/// The filters of a `ListPredictions` request, as a token remembers them. An empty
+/// `asset_id` means every asset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PredictionFilter {
+    pub asset_id: String,
+    /// Inclusive lower bound of `occurred_at` (µs since the Unix epoch); `None`: unbounded.
+    pub from: Option<i64>,
+    /// Exclusive upper bound of `occurred_at`; `None`: unbounded.
+    pub to: Option<i64>,
 }
 
 /// Where the next page starts, and for which request.
@@ -84,6 +96,8 @@ pub enum Cursor {
     Anomalies { filter: AlertFilter, after: AlertPosition },
     /// `ListDrift`: the next page holds the drift events after `after`, under `filter`.
     Drift { filter: AlertFilter, after: AlertPosition },
+    /// `ListPredictions`: the next page holds the predictions after `after`, under `filter`.
+    Predictions { filter: PredictionFilter, after: AlertPosition },
 }
 
 /// Why a page token was refused. Each message tells the client what to do.
@@ -113,6 +127,7 @@ impl Cursor {
             Cursor::Assets { .. } => "ListAssets",
             Cursor::Anomalies { .. } => "ListAnomalies",
             Cursor::Drift { .. } => "ListDrift",
+            Cursor::Predictions { .. } => "ListPredictions",
         }
     }
 
@@ -145,6 +160,14 @@ impl Cursor {
             Cursor::Drift { filter, after } => {
                 bytes.push(KIND_DRIFT);
                 put_alert(&mut bytes, filter, after);
+            }
+            Cursor::Predictions { filter, after } => {
+                bytes.push(KIND_PREDICTIONS);
+                put_str(&mut bytes, &filter.asset_id);
+                put_opt_i64(&mut bytes, filter.from);
+                put_opt_i64(&mut bytes, filter.to);
+                bytes.extend_from_slice(&after.occurred_at.to_be_bytes());
+                put_str(&mut bytes, &after.event_id);
             }
         }
         let checksum = fnv1a64(&bytes);
@@ -187,6 +210,12 @@ impl Cursor {
                 let (filter, after) = reader.alert()?;
                 Cursor::Drift { filter, after }
             }
+            KIND_PREDICTIONS => {
+                let filter =
+                    PredictionFilter { asset_id: reader.str()?, from: reader.opt_i64()?, to: reader.opt_i64()? };
+                let after = AlertPosition { occurred_at: reader.i64()?, event_id: reader.str()? };
+                Cursor::Predictions { filter, after }
+            }
             _ => return Err(CursorError::Undecodable),
         };
         // A valid checksum over bytes we do not fully understand is not a token of ours.
@@ -222,6 +251,13 @@ impl std::fmt::Display for AlertFilter {
             bound(self.to),
             self.include_backfill
         )
+    }
+}
+
+impl std::fmt::Display for PredictionFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bound = |b: Option<i64>| b.map_or_else(|| "unset".to_owned(), |micros| format!("{micros}µs"));
+        write!(f, "asset_id={:?}, from={}, to={}", self.asset_id, bound(self.from), bound(self.to))
     }
 }
 
@@ -370,6 +406,14 @@ mod tests {
                 filter: AlertFilter::default(),
                 after: AlertPosition { occurred_at: i64::MIN, event_id: String::new() },
             },
+            Cursor::Predictions {
+                filter: PredictionFilter { asset_id: "pump-7".into(), from: Some(5), to: Some(1_764_000_000_000_000) },
+                after: AlertPosition { occurred_at: 1_763_000_000_000_000, event_id: "0194-cd".into() },
+            },
+            Cursor::Predictions {
+                filter: PredictionFilter::default(),
+                after: AlertPosition { occurred_at: -1, event_id: String::new() },
+            },
         ];
         for cursor in cursors {
             let token = cursor.encode();
@@ -427,5 +471,7 @@ mod tests {
     fn filters_print_readably_for_error_messages() {
         let Cursor::Readings { filter, .. } = readings_cursor() else { unreachable!() };
         assert_eq!(filter.to_string(), "asset_id=\"pump-7\", start=-5µs, end=1764000000000000µs");
+        let filter = PredictionFilter { asset_id: String::new(), from: Some(3), to: None };
+        assert_eq!(filter.to_string(), "asset_id=\"\", from=3µs, to=unset");
     }
 }

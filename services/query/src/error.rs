@@ -1,12 +1,15 @@
 //! The service's one error type, and the one place it becomes a gRPC [`Status`].
 //!
 //! Few codes, each telling the client what to do: `INVALID_ARGUMENT` (fix the request; the
-//! message names the field), `NOT_FOUND`, `FAILED_PRECONDITION` (the data needed is not there:
-//! change the window), `UNAVAILABLE` (retry with backoff), `RESOURCE_EXHAUSTED` (an alert
-//! stream fell behind: reconnect) and, for bugs only, `INTERNAL`. Database and broker errors are logged in full here and reach the client
-//! as a short message: their text can hold table names, addresses or SQL.
+//! message names the field), `NOT_FOUND`, `FAILED_PRECONDITION` (the data or state needed is
+//! not there: change the window, or fix the model version first), `DATA_LOSS` (a stored model
+//! artifact does not match its recorded SHA-256: it must not be served), `UNAVAILABLE` (retry
+//! with backoff), `RESOURCE_EXHAUSTED` (an alert stream fell behind: reconnect) and, for bugs
+//! only, `INTERNAL`. Database, object-store and broker errors are logged in full here and reach
+//! the client as a short message: their text can hold table names, addresses or SQL.
 
 use crate::cursor::CursorError;
+use sm_registry::RegistryError;
 use tonic::Status;
 
 /// Everything a request can fail with.
@@ -56,6 +59,21 @@ pub enum QueryError {
     /// An event could not be encoded: a bug (the codec accepts every valid payload).
     #[error("encoding the event: {0}")]
     Encode(#[from] sm_domain::CodecError),
+    /// The model registry refused a request or could not be read (unknown model, archived
+    /// version, altered artifact, database or object store down, ...).
+    #[error("model registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// A version's artifact bytes were fetched but `sm_models::load` refused them.
+    #[error("the artifact of {name} version {version}: {source}")]
+    UnreadableArtifact {
+        name: String,
+        version: u32,
+        #[source]
+        source: sm_models::ModelError,
+    },
+    /// A registry command was written, but its event was not acknowledged by the broker.
+    #[error("announcing a registry change: {0}")]
+    Announce(#[from] sm_kafka::AnnounceError),
 }
 
 impl QueryError {
@@ -109,6 +127,63 @@ impl From<QueryError> for Status {
                 tracing::error!(error = %source, "cannot encode event");
                 Status::internal("cannot encode the event")
             }
+            QueryError::Registry(source) => registry_status(source),
+            QueryError::UnreadableArtifact { name, version, source } => match source {
+                sm_models::ModelError::ChecksumMismatch { .. } => {
+                    tracing::error!(model = %name, version, error = %source, "model artifact altered; not served");
+                    Status::data_loss(format!(
+                        "the artifact of {name} version {version} does not match its recorded SHA-256: {source}"
+                    ))
+                }
+                source => {
+                    tracing::error!(model = %name, version, error = %source, "model artifact unreadable");
+                    Status::failed_precondition(format!(
+                        "the artifact of {name} version {version} cannot be read by this build ({source}); \
+                         upgrade the service, or archive this version and register a new one"
+                    ))
+                }
+            },
+            QueryError::Announce(source) => {
+                tracing::error!(error = %source, "registry change written but not announced");
+                Status::unavailable(
+                    "event store unavailable: the registry was updated but its event may not have been published; \
+                     retrying is safe (the command is idempotent and publishes the event again)",
+                )
+            }
+        }
+    }
+}
+
+/// The registry's errors: the client's mistakes with the registry's own message (it says
+/// what to do), infrastructure with a short one.
+fn registry_status(error: RegistryError) -> Status {
+    match error {
+        RegistryError::InvalidName(_) | RegistryError::InvalidSelector(_) => {
+            Status::invalid_argument(error.to_string())
+        }
+        RegistryError::UnknownModel(_) | RegistryError::UnknownVersion { .. } | RegistryError::NoVersion { .. } => {
+            Status::not_found(error.to_string())
+        }
+        RegistryError::Archived { .. }
+        | RegistryError::KindMismatch { .. }
+        | RegistryError::VersionConflict { .. }
+        | RegistryError::ArtifactMissing { .. }
+        | RegistryError::ForeignArtifact { .. } => Status::failed_precondition(error.to_string()),
+        RegistryError::ArtifactAltered { .. } => {
+            tracing::error!(error = %error, "model artifact altered; not served");
+            Status::data_loss(format!("the model artifact does not match its recorded SHA-256: {error}"))
+        }
+        RegistryError::ObjectStore { .. } => {
+            tracing::error!(error = %error, "artifact store request failed");
+            Status::unavailable("artifact store unavailable; retry later")
+        }
+        RegistryError::Storage(_) => {
+            tracing::error!(error = %error, "model registry query failed");
+            Status::unavailable("model registry unavailable; retry later")
+        }
+        RegistryError::InvalidConfig(_) | RegistryError::InvalidVersion(_) => {
+            tracing::error!(error = %error, "model registry record unusable");
+            Status::internal("the model registry holds a record this build cannot use")
         }
     }
 }
@@ -148,6 +223,45 @@ mod tests {
         let status = Status::from(error);
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(status.message().contains("current_from, current_to"), "{}", status.message());
+    }
+
+    #[test]
+    fn registry_errors_map_to_what_the_client_should_do() {
+        let cases = [
+            (RegistryError::InvalidSelector("latest".into()), Code::InvalidArgument),
+            (RegistryError::InvalidName("Bad Name".into()), Code::InvalidArgument),
+            (RegistryError::UnknownModel("m".into()), Code::NotFound),
+            (RegistryError::UnknownVersion { name: "m".into(), version: 9 }, Code::NotFound),
+            (RegistryError::Archived { name: "m".into(), version: 1 }, Code::FailedPrecondition),
+            (RegistryError::ArtifactMissing { location: "file:///x/m/v1/model.json".into() }, Code::FailedPrecondition),
+            (RegistryError::Storage(sm_storage::StorageError::Pool("10.1.2.3".into())), Code::Unavailable),
+        ];
+        for (error, code) in cases {
+            let status = Status::from(QueryError::from(error));
+            assert_eq!(status.code(), code, "{}", status.message());
+            assert!(!status.message().contains("10.1.2.3"));
+        }
+        let altered = RegistryError::ArtifactAltered {
+            location: "file:///x/m/v1/model.json".into(),
+            expected: "aa".into(),
+            actual: "bb".into(),
+            expected_size: 3,
+            actual_size: 3,
+        };
+        let status = Status::from(QueryError::from(altered));
+        assert_eq!(status.code(), Code::DataLoss);
+        assert!(status.message().contains("does not match its recorded SHA-256"), "{}", status.message());
+    }
+
+    #[test]
+    fn an_artifact_that_fails_its_checksum_is_data_loss_and_says_so() {
+        let source = sm_models::ModelError::ChecksumMismatch { expected: "aa".into(), actual: "bb".into() };
+        let status = Status::from(QueryError::UnreadableArtifact { name: "m".into(), version: 2, source });
+        assert_eq!(status.code(), Code::DataLoss);
+        assert!(status.message().contains("m version 2 does not match its recorded SHA-256"), "{}", status.message());
+        let source = sm_models::ModelError::UnsupportedFormat { found: 2, supported: 1 };
+        let status = Status::from(QueryError::UnreadableArtifact { name: "m".into(), version: 2, source });
+        assert_eq!(status.code(), Code::FailedPrecondition);
     }
 
     #[test]

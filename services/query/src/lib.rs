@@ -1,9 +1,10 @@
-//! Query service: the gRPC read API over the PostgreSQL projections, and the one command
-//! that belongs to the registry (`RegisterAsset`, which becomes an event, never a row).
+//! Query service: the gRPC read API over the PostgreSQL projections and the model registry,
+//! the commands that belong to the registries (`RegisterAsset`, `Promote`, `Archive`: each
+//! becomes an event on Kafka), and on-demand analytics and predictions.
 //!
 //! Layout:
 //! - [`config`]: [`QueryConfig`] (`SM_KAFKA__*`, `SM_POSTGRES__*`, `SM_TELEMETRY__*`,
-//!   `SM_QUERY__*`);
+//!   `SM_ARTIFACTS__*`, `SM_QUERY__*`);
 //! - [`readings`]: `sm.v1.ReadingService` (history pages, aggregates, latest values);
 //! - [`assets`]: `sm.v1.AssetService` (registry reads, `RegisterAsset`);
 //! - [`alerts`]: `sm.v1.AlertService` (anomaly and drift pages, `StreamAlerts`);
@@ -11,6 +12,9 @@
 //! - [`drift`]: `sm.v1.DriftService` (`CheckDrift`, the drift agent's test on demand);
 //! - [`anomaly`]: `sm.v1.AnomalyService` (`ScoreReadings`, the anomaly agent's detector on
 //!   demand);
+//! - [`models`]: `sm.v1.ModelService` (the model registry; `Promote`, `Archive`);
+//! - [`predictions`]: `sm.v1.PredictionService` (prediction pages, each asset's latest,
+//!   `Predict` with a registered model version);
 //! - [`args`]: validation of the fields several methods share;
 //! - [`cursor`]: page tokens (keyset cursors);
 //! - [`db`]: exact microsecond conversions to PostgreSQL's `timestamptz` and `interval`;
@@ -18,8 +22,9 @@
 //! - [`metrics`]: request counts and latencies, and the alert feed's counts;
 //! - [`QueryServer`]: all of it on one port, with gRPC health and reflection.
 //!
-//! The service does not own or migrate the tables it reads: the projector does
-//! (`services/projector/src/schema.rs`).
+//! The service does not own or migrate the projections it reads: the projector does
+//! (`services/projector/src/schema.rs`). The model registry's tables are the registry's own
+//! (`sm_registry`), migrated by it when `ModelService` or `Predict` first opens it.
 
 pub mod alerts;
 pub mod anomaly;
@@ -32,6 +37,8 @@ pub mod drift;
 pub mod error;
 pub mod feed;
 pub mod metrics;
+pub mod models;
+pub mod predictions;
 pub mod readings;
 
 pub use config::{QueryConfig, QuerySettings};
@@ -41,6 +48,8 @@ use sm_proto::v1::alert_service_server::{self, AlertServiceServer};
 use sm_proto::v1::anomaly_service_server::{self, AnomalyServiceServer};
 use sm_proto::v1::asset_service_server::{self, AssetServiceServer};
 use sm_proto::v1::drift_service_server::{self, DriftServiceServer};
+use sm_proto::v1::model_service_server::{self, ModelServiceServer};
+use sm_proto::v1::prediction_service_server::{self, PredictionServiceServer};
 use sm_proto::v1::reading_service_server::{self, ReadingServiceServer};
 use sm_storage::Pool;
 use sm_telemetry::Health;
@@ -65,6 +74,8 @@ pub enum ServeError {
     Consumer(#[source] rdkafka::error::KafkaError),
     #[error("cannot load the event schemas: {0}")]
     Codec(#[from] sm_domain::CodecError),
+    #[error("cannot open the artifact store: {0}; check SM_ARTIFACTS__*")]
+    Artifacts(#[source] sm_registry::RegistryError),
     #[error("cannot build gRPC reflection from the descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -79,6 +90,8 @@ pub struct QueryServer {
     alerts: alerts::Alerts,
     drift: drift::Drift,
     anomaly: anomaly::Anomalies,
+    models: models::Models,
+    predictions: predictions::Predictions,
     /// The fan-out side of the alert feed: readiness follows it, shutdown stops it.
     feed: feed::AlertFeed,
     /// Runs as a task while serving.
@@ -87,13 +100,22 @@ pub struct QueryServer {
 
 impl QueryServer {
     /// Builds the services from configuration and a pool (see [`sm_storage::connect`]).
-    /// Nothing connects yet: the pool and the producer connect lazily, the alert feed's
-    /// consumer when serving starts.
+    /// Nothing connects yet: the pool and the producers connect lazily, the alert feed's
+    /// consumer when serving starts, the model registry on its first request. The artifact
+    /// store is opened (a local directory is created; an S3 client makes no request yet).
     pub fn new(config: &QueryConfig, pool: Pool) -> Result<Self, ServeError> {
         let settings = Arc::new(config.query.clone());
         let publisher = assets::Publisher::new(&config.kafka, &settings)?;
         let (feed, feed_consumer) = feed::build(&config.kafka, &settings)?;
+        // Statistics feed the consumer-lag metric of agents; a lone producer has no use for
+        // them, and librdkafka's default context would log each report.
+        let announcer_kafka = sm_kafka::KafkaConfig { statistics_interval_ms: 0, ..config.kafka.clone() };
+        let announcer = sm_kafka::Announcer::new(&announcer_kafka).map_err(ServeError::Producer)?;
+        let artifacts = config.artifacts.build().map_err(ServeError::Artifacts)?;
+        let registry = models::RegistryHandle::new(pool.clone());
         Ok(Self {
+            models: models::Models::new(registry.clone(), announcer, settings.models_topic.clone()),
+            predictions: predictions::Predictions::new(pool.clone(), settings.clone(), registry, artifacts),
             readings: readings::Readings::new(pool.clone(), settings.clone()),
             assets: assets::Assets::new(pool.clone(), settings.clone(), publisher),
             alerts: alerts::Alerts::new(pool.clone(), settings, feed.clone()),
@@ -170,6 +192,8 @@ impl QueryServer {
             .add_service(AlertServiceServer::new(self.alerts))
             .add_service(DriftServiceServer::new(self.drift))
             .add_service(AnomalyServiceServer::new(self.anomaly))
+            .add_service(ModelServiceServer::new(self.models))
+            .add_service(PredictionServiceServer::new(self.predictions))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         watcher.abort();
@@ -206,6 +230,8 @@ async fn report_readiness(
         asset_service_server::SERVICE_NAME,
         drift_service_server::SERVICE_NAME,
         anomaly_service_server::SERVICE_NAME,
+        model_service_server::SERVICE_NAME,
+        prediction_service_server::SERVICE_NAME,
     ] {
         reporter.set_service_status(service, status(ready)).await;
     }

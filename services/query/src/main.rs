@@ -1,7 +1,8 @@
 //! query: the gRPC read API over the projections (`sm.v1.ReadingService`,
-//! `sm.v1.AssetService`, `sm.v1.AlertService`) and the on-demand analytics
-//! (`sm.v1.DriftService`, `sm.v1.AnomalyService`), with gRPC health and reflection on the
-//! same port.
+//! `sm.v1.AssetService`, `sm.v1.AlertService`, `sm.v1.PredictionService`), the model registry
+//! (`sm.v1.ModelService`) and the on-demand analytics (`sm.v1.DriftService`,
+//! `sm.v1.AnomalyService`, `PredictionService.Predict`), with gRPC health and reflection on
+//! the same port.
 
 use anyhow::Context;
 use sm_query::{QueryConfig, QueryServer};
@@ -16,18 +17,20 @@ async fn main() -> anyhow::Result<()> {
         .context("starting telemetry and /metrics")?;
     let health = telemetry.health.clone();
 
-    // RegisterAsset publishes there; creating it here means the first registration never
-    // meets a missing topic (brokers do not auto-create platform topics). The alert topics
-    // are what StreamAlerts follows: its feed starts once they exist.
+    // RegisterAsset, Promote and Archive publish there; creating them here means the first
+    // command never meets a missing topic (brokers do not auto-create platform topics). The
+    // alert topics are what StreamAlerts follows: its feed starts once they exist.
     let topics = [
         (config.query.assets_topic.as_str(), true),
+        (config.query.models_topic.as_str(), false),
         (sm_domain::topics::ANOMALIES, false),
         (sm_domain::topics::DRIFT, false),
     ];
-    sm_kafka::ensure_topics(&config.kafka, &topics).await.context("creating the assets and alert topics")?;
+    sm_kafka::ensure_topics(&config.kafka, &topics).await.context("creating the assets, models and alert topics")?;
     health.set("kafka", true);
 
-    // No migrations: the projector owns the schema, and the service only reads it.
+    // No migrations of the projections: the projector owns them, and the service only reads
+    // them. (The model registry migrates its own tables when ModelService first opens it.)
     let pool = sm_storage::connect(&config.postgres).context("building the database pool")?;
     let server = QueryServer::new(&config, pool).context("building the gRPC services")?;
     let listener = tokio::net::TcpListener::bind(config.query.grpc_addr)

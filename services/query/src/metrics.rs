@@ -141,6 +141,7 @@ fn code_label(code: tonic::Code) -> &'static str {
         InvalidArgument => "invalid_argument",
         NotFound => "not_found",
         FailedPrecondition => "failed_precondition",
+        DataLoss => "data_loss",
         ResourceExhausted => "resource_exhausted",
         Unavailable => "unavailable",
         Internal => "internal",

@@ -61,6 +61,7 @@ impl Fixture {
             kafka: kafka.clone(),
             postgres: PostgresConfig { url: Secret(url), pool_size: 4 },
             telemetry: Default::default(),
+            artifacts: Default::default(),
             query: QuerySettings { assets_topic: unique("sm.assets.test"), ..QuerySettings::default() },
         };
         config.validate().unwrap();

@@ -82,6 +82,7 @@ impl Fixture {
             kafka: kafka.clone(),
             postgres: PostgresConfig { url: Secret(url), pool_size: 4 },
             telemetry: Default::default(),
+            artifacts: Default::default(),
             query: QuerySettings { assets_topic: assets_topic.clone(), ..QuerySettings::default() },
         };
         config.validate().unwrap();

@@ -14,9 +14,9 @@
 //! The file is streamed, never loaded whole.
 
 use crate::publish::{Publisher, reading_headers};
-use sm_domain::rfc3339;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use sm_domain::rfc3339;
 use sm_domain::{AssetId, Codec, DomainEvent, Envelope, SensorId, SensorReading, TenantId, Timestamp, topics};
 use sm_kafka::KafkaConfig;
 use std::fs::File;

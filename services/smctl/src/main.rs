@@ -7,7 +7,10 @@
 //!   duplicates ([`simulate`], planned by [`plan`] and [`scenario`]);
 //! - `smctl ingest-file FILE`: bulk import of historical readings ([`ingest_file`]);
 //! - `smctl demo passthrough`: publishes generated readings (with a share of undecodable
-//!   ones) to the pass-through agent's input and reports what came out the other side.
+//!   ones) to the pass-through agent's input and reports what came out the other side;
+//! - `smctl eval`: scores the detectors and models on public data ([`eval`], [`eval_models`]);
+//! - `smctl train failure|rul`: trains, scores and registers a model ([`train`]);
+//! - `smctl train serve`: the trainer, retraining RUL models on drift ([`trainer`]).
 //!
 //! [`publish`] holds the producer the bulk commands share; [`rfc3339`] the timestamps.
 
@@ -23,6 +26,8 @@ mod publish;
 mod query;
 mod scenario;
 mod simulate;
+mod train;
+mod trainer;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -61,6 +66,12 @@ enum Command {
         #[command(subcommand)]
         what: EvalWhat,
     },
+    /// Trains a model, scores it on held-out units and registers it (artifact store, registry,
+    /// sm.models.v1); or runs the trainer.
+    Train {
+        #[command(subcommand)]
+        what: TrainWhat,
+    },
     /// End-to-end demonstrations against a running stack.
     Demo {
         #[command(subcommand)]
@@ -79,6 +90,18 @@ enum EvalWhat {
     /// The remaining-useful-life regressor on a C-MAPSS file: RMSE and PHM08 score on a split
     /// by engine, and k-fold by engine.
     Rul(eval_models::RulArgs),
+}
+
+#[derive(Subcommand)]
+enum TrainWhat {
+    /// The failure classifier on AI4I 2020 (or synthetic AI4I-like processes).
+    Failure(train::TrainFailureArgs),
+    /// The remaining-useful-life regressor on C-MAPSS, or the live-stream one of an asset type
+    /// on simulated run-to-failure trajectories.
+    Rul(train::TrainRulArgs),
+    /// The trainer: retrains an asset type's RUL model when sm.drift.v1 asks for it
+    /// (ModelRetrainRequested), promoting the challenger only if it beats the champion.
+    Serve(trainer::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -117,12 +140,17 @@ enum DemoScenario {
     },
 }
 
-/// smctl reads the same `SM_KAFKA__*` settings as the services.
+/// smctl reads the same `SM_KAFKA__*`, `SM_POSTGRES__*`, `SM_ARTIFACTS__*` and
+/// `SM_TELEMETRY__*` settings as the services.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct SmctlConfig {
     kafka: KafkaConfig,
     postgres: sm_storage::PostgresConfig,
+    /// Where `smctl train` and the trainer put model artifacts.
+    artifacts: sm_registry::ArtifactStoreConfig,
+    /// Logs and `/metrics` of `smctl train serve` (the one long-running mode).
+    telemetry: sm_telemetry::TelemetryConfig,
 }
 
 #[tokio::main]
@@ -148,6 +176,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Eval { what: EvalWhat::Anomaly(args) } => eval::anomaly(args),
         Command::Eval { what: EvalWhat::Failure(args) } => eval_models::failure(args),
         Command::Eval { what: EvalWhat::Rul(args) } => eval_models::rul(args),
+        Command::Train { what: TrainWhat::Failure(args) } => train::failure(&config, args).await,
+        Command::Train { what: TrainWhat::Rul(args) } => train::rul(&config, args).await,
+        Command::Train { what: TrainWhat::Serve(args) } => {
+            trainer::serve(&config, args, sm_telemetry::shutdown_signal()).await
+        }
         Command::Demo { scenario: DemoScenario::Analytics(args) } => {
             analytics_demo::analytics(&config.kafka, &config.postgres, args).await
         }
