@@ -226,7 +226,7 @@ async fn predictions_follow_wear_survive_sigkill_and_pick_up_a_promotion() {
         .collect();
     assert_eq!(wearing.len(), 2, "a quarter of the 8 pumps wear: {wearing:?}");
     let mean = |v: &[(i64, f64)]| v.iter().map(|(_, r)| r).sum::<f64>() / v.len() as f64;
-    let mut healthy_end = Vec::new();
+    let (mut healthy_end, mut wearing_end) = (Vec::new(), Vec::new());
     for (asset, mut rul) in by_asset {
         rul.sort_by_key(|(at, _)| *at);
         let n = rul.len();
@@ -235,10 +235,16 @@ async fn predictions_follow_wear_survive_sigkill_and_pick_up_a_promotion() {
         if wearing.contains(asset.as_str()) {
             assert!(end < middle * 0.6, "{asset} wears but its RUL went from {middle:.1} s to {end:.1} s");
             assert!(end < 20.0, "{asset} is near failure at the end but RUL says {end:.1} s");
+            wearing_end.push(end);
         } else {
             healthy_end.push(end);
         }
     }
-    let lowest_healthy = healthy_end.iter().copied().fold(f64::INFINITY, f64::min);
-    assert!(lowest_healthy > 25.0, "a healthy pump ends with a RUL of {lowest_healthy:.1} s");
+    healthy_end.sort_by(f64::total_cmp);
+    let highest_wearing = wearing_end.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        healthy_end[0] > highest_wearing + 10.0,
+        "every healthy pump ends well above the wearing ones: healthy {healthy_end:?}, wearing {wearing_end:?}"
+    );
+    assert!(healthy_end[healthy_end.len() / 2] > 30.0, "healthy pumps end with a long RUL: {healthy_end:?}");
 }

@@ -22,6 +22,7 @@ mod eval;
 mod eval_models;
 mod ingest_file;
 mod plan;
+mod prediction_demo;
 mod publish;
 mod query;
 mod scenario;
@@ -125,6 +126,10 @@ enum DemoScenario {
     /// ingestion, anomaly, drift and projector services; prints recall per injected kind and
     /// false alarms per asset-hour.
     Analytics(analytics_demo::AnalyticsDemoArgs),
+    /// A pump model trained on simulated failure runs; a fleet of pumps (a quarter wearing
+    /// out) through the running ingestion and prediction agents and the projector, a second
+    /// version promoted halfway over gRPC; prints each pump's predicted RUL over the run.
+    Predictions(prediction_demo::PredictionDemoArgs),
     /// Sends readings through the running pass-through agent and checks every one came out
     /// once: forwarded if valid, dead-lettered with a reason if not.
     Passthrough {
@@ -183,6 +188,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Demo { scenario: DemoScenario::Analytics(args) } => {
             analytics_demo::analytics(&config.kafka, &config.postgres, args).await
+        }
+        Command::Demo { scenario: DemoScenario::Predictions(args) } => {
+            prediction_demo::predictions(&config, args).await
         }
         Command::Simulate(args) => simulate::run(&config.kafka, args).await.map(|_| ()),
         Command::IngestFile(args) => ingest_file::run(&config.kafka, args).await,
