@@ -3,7 +3,9 @@
 //! [`ModelCatalog`] is the registry as the events tell it (pure): every registered version,
 //! its stage, and for each asset type the version to serve — the production version of a
 //! remaining-useful-life model for that type, else its newest staging version (the registry's
-//! `auto`). [`ModelShelf`] holds the loaded models the handler reads; [`follow`] keeps both up
+//! `auto`); when several model names are registered for one type, the latest decision
+//! wins: the most recently promoted production version, else the most recently registered
+//! staging one. [`ModelShelf`] holds the loaded models the handler reads; [`follow`] keeps both up
 //! to date. A promoted version is loaded (and its SHA-256 checked) *before* it replaces the
 //! one serving, so predictions never pause, and a version that fails to load leaves the
 //! previous one serving and says why.
@@ -27,7 +29,18 @@ enum Stage {
 /// The registry as followed from its events.
 #[derive(Debug, Default)]
 pub struct ModelCatalog {
-    versions: BTreeMap<(String, i32), (ModelRegistered, Stage)>,
+    versions: BTreeMap<(String, i32), Entry>,
+    /// Events applied so far: the order decisions were taken in.
+    applied: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    registered: ModelRegistered,
+    stage: Stage,
+    /// When (in applied events) it was registered, and last promoted.
+    registered_seq: u64,
+    promoted_seq: u64,
 }
 
 /// The version chosen for an asset type.
@@ -42,40 +55,51 @@ impl ModelCatalog {
     /// Applies one event; events of unknown versions (registered before the topic's
     /// retention, or out of order) are ignored.
     pub fn apply(&mut self, event: &ModelEvent) {
+        self.applied += 1;
+        let seq = self.applied;
         match event {
             ModelEvent::Registered(registered) => {
-                self.versions
-                    .entry((registered.name.clone(), registered.version))
-                    .or_insert_with(|| (registered.clone(), Stage::Staging));
+                self.versions.entry((registered.name.clone(), registered.version)).or_insert_with(|| Entry {
+                    registered: registered.clone(),
+                    stage: Stage::Staging,
+                    registered_seq: seq,
+                    promoted_seq: 0,
+                });
             }
             ModelEvent::Promoted(promoted) => {
-                for ((name, _), (_, stage)) in self.versions.iter_mut() {
-                    if *name == promoted.name && *stage == Stage::Production {
-                        *stage = Stage::Archived;
+                if !self.versions.contains_key(&(promoted.name.clone(), promoted.version)) {
+                    return;
+                }
+                for ((name, _), entry) in self.versions.iter_mut() {
+                    if *name == promoted.name && entry.stage == Stage::Production {
+                        entry.stage = Stage::Archived;
                     }
                 }
-                if let Some((_, stage)) = self.versions.get_mut(&(promoted.name.clone(), promoted.version)) {
-                    *stage = Stage::Production;
+                if let Some(entry) = self.versions.get_mut(&(promoted.name.clone(), promoted.version)) {
+                    entry.stage = Stage::Production;
+                    entry.promoted_seq = seq;
                 }
             }
             ModelEvent::Archived(archived) => {
-                if let Some((_, stage)) = self.versions.get_mut(&(archived.name.clone(), archived.version)) {
-                    *stage = Stage::Archived;
+                if let Some(entry) = self.versions.get_mut(&(archived.name.clone(), archived.version)) {
+                    entry.stage = Stage::Archived;
                 }
             }
         }
     }
 
-    /// The version to serve for `asset_type`: a production RUL model for the type, else the
-    /// newest staging one. Among several model names, production wins, then the newest.
+    /// The version to serve for `asset_type`: the most recently promoted production RUL model
+    /// for the type, else the most recently registered staging one.
     pub fn choice(&self, asset_type: &str) -> Option<Choice> {
         let rul = ModelKind::RemainingUsefulLife.as_str();
-        let candidates = self
-            .versions
-            .iter()
-            .filter(|(_, (r, stage))| r.asset_type == asset_type && r.kind == rul && *stage != Stage::Archived);
-        let best = candidates.max_by_key(|((_, version), (_, stage))| (*stage == Stage::Production, *version))?;
-        let ((name, version), (registered, _)) = best;
+        let candidates = self.versions.iter().filter(|(_, e)| {
+            e.registered.asset_type == asset_type && e.registered.kind == rul && e.stage != Stage::Archived
+        });
+        let best = candidates.max_by_key(|(_, e)| match e.stage {
+            Stage::Production => (1, e.promoted_seq),
+            _ => (0, e.registered_seq),
+        })?;
+        let ((name, version), Entry { registered, .. }) = best;
         Some(Choice {
             name: name.clone(),
             version: *version,
@@ -89,7 +113,7 @@ impl ModelCatalog {
 
     /// Every asset type some version is registered for.
     pub fn asset_types(&self) -> Vec<String> {
-        let mut types: Vec<String> = self.versions.values().map(|(r, _)| r.asset_type.clone()).collect();
+        let mut types: Vec<String> = self.versions.values().map(|e| e.registered.asset_type.clone()).collect();
         types.sort();
         types.dedup();
         types
@@ -346,5 +370,22 @@ mod tests {
         assert_eq!(chosen(&catalog, "pump"), None, "v1 was archived by v2's promotion");
         assert_eq!(chosen(&catalog, "fan"), Some(("rul-fan".into(), 1)));
         assert_eq!(catalog.asset_types(), vec!["fan".to_string(), "pump".to_string()]);
+    }
+
+    #[test]
+    fn between_model_names_the_latest_decision_wins_not_the_highest_number() {
+        let mut catalog = ModelCatalog::default();
+        for version in 1..=3 {
+            catalog.apply(&registered("old-pump", version, "pump", ModelKind::RemainingUsefulLife));
+        }
+        catalog.apply(&promoted("old-pump", 3));
+        catalog.apply(&registered("new-pump", 1, "pump", ModelKind::RemainingUsefulLife));
+        assert_eq!(chosen(&catalog, "pump"), Some(("old-pump".into(), 3)), "production beats a newer staging");
+        catalog.apply(&promoted("new-pump", 1));
+        assert_eq!(chosen(&catalog, "pump"), Some(("new-pump".into(), 1)), "the latest promotion wins");
+        catalog.apply(&promoted("old-pump", 2));
+        assert_eq!(chosen(&catalog, "pump"), Some(("old-pump".into(), 2)));
+        catalog.apply(&promoted("ghost", 9));
+        assert_eq!(chosen(&catalog, "pump"), Some(("old-pump".into(), 2)), "unknown versions change nothing");
     }
 }

@@ -189,7 +189,7 @@ pub async fn predictions(config: &SmctlConfig, args: PredictionDemoArgs) -> anyh
 
     println!("\n== predicted remaining useful life (s) through the run; wear = the simulation degrades it");
     println!(
-        "{:<26} {:>5} {:>7} {:>7} {:>7} {:>7}  {:>9}  versions",
+        "{:<26} {:>5} {:>7} {:>7} {:>7} {:>7}  {:>9}  models",
         "ASSET", "WEAR", "25%", "50%", "75%", "END", "P(<30s)"
     );
     let mut first_v2_us = None;
@@ -200,21 +200,22 @@ pub async fn predictions(config: &SmctlConfig, args: PredictionDemoArgs) -> anyh
             continue;
         }
         let at = |f: f64| list[((list.len() - 1) as f64 * f) as usize].rul_seconds;
-        let versions: BTreeSet<u32> = list.iter().map(|p| p.model_version).collect();
-        for p in list.iter().filter(|p| p.model_version == second_version) {
+        let versions: BTreeSet<String> =
+            list.iter().map(|p| format!("{} v{}", p.model_name, p.model_version)).collect();
+        for p in list.iter().filter(|p| p.model_name == "rul-pump" && p.model_version == second_version) {
             let us = p.occurred_at.map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000);
             first_v2_us = Some(first_v2_us.map_or(us, |f: i64| f.min(us)));
         }
         let end = list.last().expect("not empty");
         println!(
-            "{asset:<26} {:>5} {:>7.1} {:>7.1} {:>7.1} {:>7.1}  {:>9.3}  {:?}",
+            "{asset:<26} {:>5} {:>7.1} {:>7.1} {:>7.1} {:>7.1}  {:>9.3}  {}",
             if wearing.contains(&asset) { "yes" } else { "-" },
             at(0.25),
             at(0.5),
             at(0.75),
             end.rul_seconds,
             end.failure_probability,
-            versions
+            versions.into_iter().collect::<Vec<_>>().join(", ")
         );
         if wearing.contains(&asset) {
             let why: Vec<String> =
