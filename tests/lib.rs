@@ -8,15 +8,29 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use sm_testkit::unique;
 use std::time::{Duration, Instant};
 
-/// The end offset of every partition of `topic`: where a run's records will start.
+/// The end offset of every partition of `topic`: where a run's records will start. A topic
+/// created a moment ago may have no leader yet (a fresh broker elects them): asked again
+/// for up to 30 s.
 pub fn end_offsets(bootstrap: &str, topic: &str) -> Vec<(i32, i64)> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| (p.id(), consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap().1))
-        .collect()
+    let started = Instant::now();
+    loop {
+        let attempt = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).and_then(|metadata| {
+            metadata.topics()[0]
+                .partitions()
+                .iter()
+                .map(|p| Ok((p.id(), consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?.1)))
+                .collect::<Result<Vec<_>, rdkafka::error::KafkaError>>()
+        });
+        match attempt {
+            Ok(ends) if !ends.is_empty() => return ends,
+            Ok(_) if started.elapsed() < Duration::from_secs(30) => {}
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {}
+            Ok(_) => panic!("{topic} has no partitions"),
+            Err(error) => panic!("end offsets of {topic}: {error}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Committed records of `topic` after `from` that `keep` decodes, until `expected` of them

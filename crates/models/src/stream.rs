@@ -62,6 +62,12 @@ impl CycleBuilder {
         self.channels == layout.channels && self.cycle_ms == layout.cycle_ms
     }
 
+    /// Keeps at least `keep` closed cycles from now on (a new model version may look further
+    /// back; the history already held is kept, so nothing restarts).
+    pub fn keep_at_least(&mut self, keep: usize) {
+        self.keep = self.keep.max(keep);
+    }
+
     /// Adds one reading of sensor type `channel` at event time `event_ms`.
     pub fn push(&mut self, channel: &str, event_ms: i64, value: f64) -> Pushed {
         let Some(slot) = self.channels.iter().position(|c| c == channel) else {
@@ -172,6 +178,11 @@ mod tests {
         assert!(b.history.len() < 6, "old cycles are dropped");
         assert!(b.history().windows(2).all(|w| w[1].cycle == w[0].cycle + 1));
         assert!(b.fits(&layout()));
+        b.keep_at_least(5);
+        for t in 20..30 {
+            b.push("vibration_rms", t * 1_000 + 1, t as f64);
+        }
+        assert_eq!(b.history().len(), 5, "a longer window keeps more from now on");
         assert!(!b.fits(&StreamLayout { cycle_ms: 500, ..layout() }));
     }
 }

@@ -218,6 +218,7 @@ impl PredictionAgent {
             // A version reading other channels or cycles: this asset starts its history anew.
             *builder = CycleBuilder::new(&model.layout, keep);
         }
+        builder.keep_at_least(keep);
         let event_ms = reading.header.occurred_at.as_micros().div_euclid(1000);
         match builder.push(&payload.sensor_type, event_ms, payload.value) {
             Pushed::Closed => {}
