@@ -5,8 +5,9 @@
 //!   same server (every `ModelService` call reads PostgreSQL, so none is cheaper);
 //! - the model call alone, in-process: `RulRegressor::predict_features` and
 //!   `FailureClassifier::predict` on the same inputs, timed the same way;
-//! - and, to account for the rest, `Registry::resolve` alone, in-process: the one PostgreSQL
-//!   query every `Predict` makes to pick the version.
+//! - and `Registry::resolve` alone, in-process: the PostgreSQL query that picks the version,
+//!   which `Predict` makes at most once per `SM_QUERY__RESOLVE_CACHE_MS` (1 s by default) per
+//!   model and selector, so it is what a call would cost without that cache.
 //!
 //! Each is run from 1 client sequentially and from 16 concurrent clients (each on its own
 //! HTTP/2 connection, as separate callers would be), `SM_BENCH_REQUESTS` requests in all
@@ -532,7 +533,9 @@ async fn main() {
         }
     }
     println!();
-    println!("ratios (same run; shares are of the mean Predict latency):");
+    println!(
+        "ratios (same run; shares are of the mean Predict latency; the registry lookup is cached, so its line is what each call would add without the cache):"
+    );
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     for clients in [1u8, 16] {
         for (name, predict, model) in [("RUL", 1, 4), ("failure", 2, 5)] {
@@ -540,7 +543,7 @@ async fn main() {
             let (health, resolve) = (&results[&(0, clients)], &results[&(3, clients)]);
             println!(
                 "  {clients:>2} client{} {name:<8} Predict p99 / Health p99 {:>5.2} (p50 {:>5.2});  model share {:>4.1} %, \
-                 registry lookup share {:>4.1} %;  model CPU at the Predict rate {:>4.1} % of {cores} cores",
+                 uncached lookup would add {:>4.1} %;  model CPU at the Predict rate {:>4.1} % of {cores} cores",
                 if clients == 1 { " " } else { "s" },
                 predict.percentile(0.99) / health.percentile(0.99),
                 predict.percentile(0.50) / health.percentile(0.50),

@@ -31,6 +31,7 @@ use sm_registry::{ArtifactStore, ModelVersion};
 use sm_storage::Pool;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use tonic::{Request, Response, Status};
@@ -320,11 +321,48 @@ pub struct Predictions {
     /// for a model not loaded yet may both load it; the second insert is dropped. A poisoned
     /// lock is used as is: a lookup or an insert leaves the map consistent at every step.
     cache: Mutex<ModelCache>,
+    /// What `(model name, selector)` resolved to, and when: reused for
+    /// `SM_QUERY__RESOLVE_CACHE_MS`. Same locking rules as `cache`.
+    resolved: Mutex<HashMap<(String, String), (ModelVersion, Instant)>>,
 }
+
+/// Resolutions kept at most; past it the map starts over (names are few in practice).
+const MAX_RESOLVED: usize = 1024;
 
 impl Predictions {
     pub fn new(pool: Pool, settings: Arc<QuerySettings>, registry: RegistryHandle, artifacts: ArtifactStore) -> Self {
-        Self { pool, settings, registry, artifacts, cache: Mutex::new(ModelCache::default()) }
+        Self {
+            pool,
+            settings,
+            registry,
+            artifacts,
+            cache: Mutex::new(ModelCache::default()),
+            resolved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The version `selector` picks for `name`, from the registry at most every
+    /// `resolve_cache_ms`.
+    async fn resolve(&self, name: &str, selector: sm_registry::Selector) -> Result<ModelVersion, QueryError> {
+        let ttl = Duration::from_millis(self.settings.resolve_cache_ms);
+        let key = (name.to_owned(), selector.to_string());
+        if !ttl.is_zero() {
+            let resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((version, at)) = resolved.get(&key)
+                && at.elapsed() < ttl
+            {
+                return Ok(version.clone());
+            }
+        }
+        let version = self.registry.get().await?.resolve(name, selector).await?;
+        if !ttl.is_zero() {
+            let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+            if resolved.len() >= MAX_RESOLVED {
+                resolved.clear();
+            }
+            resolved.insert(key, (version.clone(), Instant::now()));
+        }
+        Ok(version)
     }
 
     async fn list_page(&self, request: v1::ListPredictionsRequest) -> Result<v1::ListPredictionsResponse, QueryError> {
@@ -422,7 +460,7 @@ impl Predictions {
     async fn predict_one(&self, request: v1::PredictRequest) -> Result<v1::PredictResponse, QueryError> {
         let name = model_name("model", &request.model)?;
         let selector = selector(&request.selector)?;
-        let version = self.registry.get().await?.resolve(&name, selector).await?;
+        let version = self.resolve(&name, selector).await?;
         let model = self.model(&version).await?;
         // Tens of microseconds for one row with contributions: no need to leave the worker.
         let product_type = request.product_type.as_deref();

@@ -487,8 +487,10 @@ async fn predict_runs_registered_models_and_explains_each_prediction() {
         client.predict(v1::PredictRequest { model: "Not A Name".into(), ..request.clone() }).await.unwrap_err().code(),
         Code::InvalidArgument
     );
-    // A second version is served by auto (newest staging) once registered.
+    // A second version is served by auto (newest staging) once registered, at the latest
+    // when the resolution cache (SM_QUERY__RESOLVE_CACHE_MS) lets go of the first.
     let second = fixture.register(&failure_name, copy(&failure)).await;
+    tokio::time::sleep(Duration::from_millis(QuerySettings::default().resolve_cache_ms + 100)).await;
     let response = client.predict(request.clone()).await.unwrap().into_inner();
     assert_eq!(response.model_version, second.version);
     fixture.stop().await;
