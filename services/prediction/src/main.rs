@@ -14,8 +14,7 @@ async fn main() -> anyhow::Result<()> {
         .context("starting telemetry and /metrics")?;
     let health = telemetry.health.clone();
     let settings = config.prediction.clone();
-    let models_topic: &'static str = Box::leak(settings.models_topic.clone().into_boxed_str());
-    let assets_topic: &'static str = Box::leak(settings.assets_topic.clone().into_boxed_str());
+    let (models_topic, assets_topic) = (settings.models_topic.as_str(), settings.assets_topic.as_str());
     sm_kafka::ensure_topics(
         &config.kafka,
         &[
@@ -45,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     )?
     .with_health(health);
     let summary = runtime
-        .run(PredictionAgent::new(settings, shelf, asset_types), sm_telemetry::shutdown_signal())
+        .run(PredictionAgent::new(settings.clone(), shelf, asset_types), sm_telemetry::shutdown_signal())
         .await
         .context("running the prediction agent")?;
     tracing::info!(?summary, "stopped");
