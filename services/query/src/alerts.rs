@@ -119,6 +119,30 @@ impl Statement {
     }
 }
 
+/// Runs a keyset page statement that asks for one row more than `page_size` and converts the
+/// rows: the page, and the position to continue after when another page follows. Every
+/// paged list of alerts and predictions reads through it.
+pub(crate) async fn fetch_page<T>(
+    pool: &Pool,
+    (sql, params): (String, Vec<Box<dyn ToSql + Sync + Send>>),
+    page_size: usize,
+    convert: fn(&Row) -> Result<(AlertPosition, T), QueryError>,
+) -> Result<(Vec<T>, Option<AlertPosition>), QueryError> {
+    let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &params).await?;
+    drop(client);
+    let mut items = Vec::with_capacity(rows.len().min(page_size));
+    let mut last = None;
+    for row in rows.iter().take(page_size) {
+        let (position, item) = convert(row)?;
+        items.push(item);
+        last = Some(position);
+    }
+    Ok((items, last.filter(|_| rows.len() > page_size)))
+}
+
 /// The page statement of `table` under `filter`, after `after`, with `limit` rows at most.
 fn page_statement(
     table: AlertTable,
@@ -345,24 +369,9 @@ impl Alerts {
         let page_size = args::page_size(page_size, &self.settings)?;
         let after = table.continue_from(page_token, &filter)?;
         // One row more than the page tells whether another page follows, without a count.
-        let (sql, params) = page_statement(table, &filter, after.as_ref(), page_size as i64 + 1);
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&sql).await?;
-        let rows = client.query(&statement, &params).await?;
-        drop(client);
-
-        let mut items = Vec::with_capacity(rows.len().min(page_size));
-        let mut last = None;
-        for row in rows.iter().take(page_size) {
-            let (position, item) = convert(row)?;
-            items.push(item);
-            last = Some(position);
-        }
-        let next_page_token = match last {
-            Some(after) if rows.len() > page_size => table.cursor(filter, after).encode(),
-            _ => String::new(),
-        };
+        let statement = page_statement(table, &filter, after.as_ref(), page_size as i64 + 1);
+        let (items, next) = fetch_page(&self.pool, statement, page_size, convert).await?;
+        let next_page_token = next.map(|after| table.cursor(filter, after).encode()).unwrap_or_default();
         Ok((items, next_page_token))
     }
 

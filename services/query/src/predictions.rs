@@ -15,7 +15,7 @@
 //! and a new version (new bytes) is loaded on first use. Nothing is stored or published.
 
 use crate::QuerySettings;
-use crate::alerts::{Statement, time_range};
+use crate::alerts::{Statement, fetch_page, time_range};
 use crate::args;
 use crate::cursor::{AlertPosition, Cursor, CursorError, PredictionFilter};
 use crate::db::PgTimestamp;
@@ -371,24 +371,9 @@ impl Predictions {
         let page_size = args::page_size(request.page_size, &self.settings)?;
         let after = continue_from(&request.page_token, &filter)?;
         // One row more than the page tells whether another page follows, without a count.
-        let (sql, params) = page_statement(&filter, after.as_ref(), page_size as i64 + 1);
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&sql).await?;
-        let rows = client.query(&statement, &params).await?;
-        drop(client);
-
-        let mut predictions = Vec::with_capacity(rows.len().min(page_size));
-        let mut last = None;
-        for row in rows.iter().take(page_size) {
-            let (position, prediction) = prediction_from_row(row)?;
-            predictions.push(prediction);
-            last = Some(position);
-        }
-        let next_page_token = match last {
-            Some(after) if rows.len() > page_size => Cursor::Predictions { filter, after }.encode(),
-            _ => String::new(),
-        };
+        let statement = page_statement(&filter, after.as_ref(), page_size as i64 + 1);
+        let (predictions, next) = fetch_page(&self.pool, statement, page_size, prediction_from_row).await?;
+        let next_page_token = next.map(|after| Cursor::Predictions { filter, after }.encode()).unwrap_or_default();
         Ok(v1::ListPredictionsResponse { predictions, next_page_token })
     }
 

@@ -9,6 +9,8 @@
 //! publishing there never interfere. The stack must be up (`deploy/local/stack up`); a missing
 //! stack is a panic, never a skip.
 
+mod common;
+
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -23,13 +25,12 @@ use sm_proto::convert::{from_timestamp, to_timestamp};
 use sm_proto::v1;
 use sm_proto::{AlertServiceClient, AnomalyServiceClient, DriftServiceClient};
 use sm_query::db::PgTimestamp;
-use sm_query::{QueryConfig, QueryServer, QuerySettings};
+use sm_query::{QueryConfig, QuerySettings};
 use sm_storage::{Flavor, Pool, PostgresConfig, Projection};
 use sm_telemetry::Secret;
 use sm_testkit::postgres::ScratchSchema;
 use sm_testkit::{Record, Stack, stack_from_env_file, unique};
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -44,9 +45,7 @@ const T0: i64 = 1_764_000_000 * SECOND;
 struct Fixture {
     stack: Stack,
     pool: Pool,
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    server: common::Server,
     _schema: ScratchSchema,
 }
 
@@ -82,23 +81,12 @@ impl Fixture {
         // The alert feed follows these; they exist in any deployment (the agents create them).
         sm_kafka::ensure_topics(&kafka, &[(topics::ANOMALIES, false), (topics::DRIFT, false)]).await.unwrap();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = QueryServer::new(&config, pool.clone()).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            server
-                .serve(listener, sm_telemetry::Health::new(), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self { stack, pool, addr, stop: Some(stop), server: Some(server), _schema: guard }
+        let server = common::Server::start(&config, pool.clone()).await;
+        Self { stack, pool, server, _schema: guard }
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+        self.server.channel().await
     }
 
     /// Writes alert events with the projector's own projection, in one transaction.
@@ -147,12 +135,8 @@ impl Fixture {
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.server.take().unwrap())
-            .await
-            .expect("server stops within 10 s, open streams included")
-            .unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -775,33 +759,11 @@ async fn stream_alerts_delivers_new_live_alerts_that_match_and_nothing_else() {
 async fn the_new_services_report_health_and_appear_in_reflection() {
     let fixture = Fixture::start().await;
     fixture.wait_for_alert_feed().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(fixture.channel().await);
-    for service in ["sm.v1.AlertService", "sm.v1.DriftService", "sm.v1.AnomalyService"] {
-        let response = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
-            .await
-            .unwrap_or_else(|e| panic!("health of {service:?}: {e:?}"))
-            .into_inner();
-        assert_eq!(response.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "{service:?}");
-    }
-
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client::ServerReflectionClient};
-    let mut reflection = ServerReflectionClient::new(fixture.channel().await);
-    let list = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection.server_reflection_info(futures::stream::iter([list])).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(services)) =
-        responses.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("not a list of services");
-    };
-    let names: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
-    for expected in ["sm.v1.AlertService", "sm.v1.DriftService", "sm.v1.AnomalyService", "sm.v1.ReadingService"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
-    }
+    common::assert_served_and_listed(
+        fixture.channel().await,
+        &["sm.v1.AlertService", "sm.v1.DriftService", "sm.v1.AnomalyService"],
+        &["sm.v1.AlertService", "sm.v1.DriftService", "sm.v1.AnomalyService", "sm.v1.ReadingService"],
+    )
+    .await;
     fixture.stop().await;
 }

@@ -7,21 +7,21 @@
 //! registered with `sm_registry::Registry::register`, as the trainer does. The stack must be
 //! up (`deploy/local/stack up`); a missing stack is a panic, never a skip.
 
-use futures::StreamExt;
+mod common;
+
 use sm_domain::{Codec, Decode, ModelEvent, Timestamp};
 use sm_kafka::KafkaConfig;
 use sm_models::{ModelKind, TrainingData};
 use sm_proto::convert::to_timestamp;
 use sm_proto::v1;
 use sm_proto::v1::model_service_client::ModelServiceClient;
-use sm_query::{QueryConfig, QueryServer, QuerySettings};
+use sm_query::{QueryConfig, QuerySettings};
 use sm_registry::{ArtifactStore, ArtifactStoreConfig, NewVersion, Registry};
 use sm_storage::PostgresConfig;
 use sm_telemetry::Secret;
 use sm_testkit::postgres::ScratchSchema;
 use sm_testkit::{Stack, create_topic, stack_from_env_file, unique};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -35,9 +35,7 @@ struct Fixture {
     registry: Registry,
     store: ArtifactStore,
     models_topic: String,
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    server: common::Server,
     _artifacts: tempfile::TempDir,
     _schema: ScratchSchema,
 }
@@ -68,33 +66,12 @@ impl Fixture {
         let registry = Registry::open(pool.clone()).await.unwrap();
         let store = config.artifacts.build().unwrap();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = QueryServer::new(&config, pool).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            server
-                .serve(listener, sm_telemetry::Health::new(), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self {
-            stack,
-            registry,
-            store,
-            models_topic,
-            addr,
-            stop: Some(stop),
-            server: Some(server),
-            _artifacts: artifacts,
-            _schema: schema,
-        }
+        let server = common::Server::start(&config, pool).await;
+        Self { stack, registry, store, models_topic, server, _artifacts: artifacts, _schema: schema }
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+        self.server.channel().await
     }
 
     /// The events on the test's models topic, decoded, in order (one partition).
@@ -112,12 +89,8 @@ impl Fixture {
             .collect()
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.server.take().unwrap())
-            .await
-            .expect("server stops within 10 s")
-            .unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -310,33 +283,11 @@ async fn refuses_bad_requests_and_unknown_models_with_the_right_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_and_prediction_services_report_health_and_appear_in_reflection() {
     let fixture = Fixture::start().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(fixture.channel().await);
-    for service in ["sm.v1.ModelService", "sm.v1.PredictionService"] {
-        let response = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
-            .await
-            .unwrap_or_else(|e| panic!("health of {service:?}: {e:?}"))
-            .into_inner();
-        assert_eq!(response.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "{service:?}");
-    }
-
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client::ServerReflectionClient};
-    let mut reflection = ServerReflectionClient::new(fixture.channel().await);
-    let list = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection.server_reflection_info(futures::stream::iter([list])).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(services)) =
-        responses.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("not a list of services");
-    };
-    let names: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
-    for expected in ["sm.v1.ModelService", "sm.v1.PredictionService", "sm.v1.ReadingService"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
-    }
+    common::assert_served_and_listed(
+        fixture.channel().await,
+        &["sm.v1.ModelService", "sm.v1.PredictionService"],
+        &["sm.v1.ModelService", "sm.v1.PredictionService", "sm.v1.ReadingService"],
+    )
+    .await;
     fixture.stop().await;
 }

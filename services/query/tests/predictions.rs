@@ -8,6 +8,8 @@
 //! temporary artifact directory, as the trainer does. The stack must be up
 //! (`deploy/local/stack up`); a missing stack is a panic, never a skip.
 
+mod common;
+
 use sm_domain::{AssetId, Envelope, FailurePredicted, FeatureContribution, TenantId, Timestamp};
 use sm_kafka::KafkaConfig;
 use sm_models::ai4i::{ProcessSample, ProductType};
@@ -20,14 +22,13 @@ use sm_models::{
 use sm_proto::convert::{from_timestamp, to_timestamp};
 use sm_proto::v1;
 use sm_proto::v1::prediction_service_client::PredictionServiceClient;
-use sm_query::{QueryConfig, QueryServer, QuerySettings};
+use sm_query::{QueryConfig, QuerySettings};
 use sm_registry::{ArtifactStore, ArtifactStoreConfig, ModelVersion, NewVersion, Registry};
 use sm_storage::{Pool, PostgresConfig, Projection};
 use sm_telemetry::Secret;
 use sm_testkit::postgres::ScratchSchema;
 use sm_testkit::{stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -44,9 +45,7 @@ struct Fixture {
     registry: Registry,
     store: ArtifactStore,
     artifacts: tempfile::TempDir,
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    server: common::Server,
     _schema: ScratchSchema,
 }
 
@@ -75,23 +74,12 @@ impl Fixture {
         let registry = Registry::open(pool.clone()).await.unwrap();
         let store = config.artifacts.build().unwrap();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = QueryServer::new(&config, pool.clone()).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            server
-                .serve(listener, sm_telemetry::Health::new(), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self { pool, registry, store, artifacts, addr, stop: Some(stop), server: Some(server), _schema: schema }
+        let server = common::Server::start(&config, pool.clone()).await;
+        Self { pool, registry, store, artifacts, server, _schema: schema }
     }
 
     async fn client(&self) -> PredictionServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap();
+        let channel = self.server.channel().await;
         PredictionServiceClient::new(channel)
     }
 
@@ -118,12 +106,8 @@ impl Fixture {
         self.registry.register(&self.store, &new, &bytes).await.unwrap()
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.server.take().unwrap())
-            .await
-            .expect("server stops within 10 s")
-            .unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 

@@ -7,6 +7,8 @@
 //! projector writes them. The stack must be up (`deploy/local/stack up`); a missing stack is
 //! a panic, never a skip.
 
+mod common;
+
 use futures::StreamExt;
 use rand::Rng;
 use sm_domain::{AssetRegistered, Codec};
@@ -15,13 +17,12 @@ use sm_proto::convert::{from_timestamp, to_timestamp};
 use sm_proto::v1;
 use sm_proto::{AssetServiceClient, ReadingServiceClient};
 use sm_query::db::PgTimestamp;
-use sm_query::{QueryConfig, QueryServer, QuerySettings};
+use sm_query::{QueryConfig, QuerySettings};
 use sm_storage::{Flavor, Pool, PostgresConfig};
 use sm_telemetry::Secret;
 use sm_testkit::postgres::ScratchSchema;
 use sm_testkit::{Stack, stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -63,10 +64,8 @@ struct Fixture {
     stack: Stack,
     pool: Pool,
     flavor: Flavor,
-    addr: SocketAddr,
     assets_topic: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    server: common::Server,
     _schema: ScratchSchema,
 }
 
@@ -103,23 +102,12 @@ impl Fixture {
         }
         sm_kafka::ensure_topics(&kafka, &[(&assets_topic, true)]).await.unwrap();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = QueryServer::new(&config, pool.clone()).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            server
-                .serve(listener, sm_telemetry::Health::new(), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self { stack, pool, flavor, addr, assets_topic, stop: Some(stop), server: Some(server), _schema: guard }
+        let server = common::Server::start(&config, pool.clone()).await;
+        Self { stack, pool, flavor, assets_topic, server, _schema: guard }
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+        self.server.channel().await
     }
 
     async fn readings_client(&self) -> ReadingServiceClient<Channel> {
@@ -224,12 +212,8 @@ impl Fixture {
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.server.take().unwrap())
-            .await
-            .expect("server stops within 10 s")
-            .unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -714,34 +698,17 @@ async fn register_asset_publishes_an_asset_registered_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_serving_and_reflection_lists_the_services() {
     let fixture = Fixture::start().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(fixture.channel().await);
-    for service in ["", "sm.v1.ReadingService", "sm.v1.AssetService"] {
-        let response = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
-            .await
-            .unwrap_or_else(|e| panic!("health of {service:?}: {e:?}"))
-            .into_inner();
-        assert_eq!(response.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "{service:?}");
-    }
+    common::assert_served_and_listed(
+        fixture.channel().await,
+        &["", "sm.v1.ReadingService", "sm.v1.AssetService"],
+        &["sm.v1.ReadingService", "sm.v1.AssetService", "grpc.health.v1.Health"],
+    )
+    .await;
 
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client::ServerReflectionClient};
     let mut reflection = ServerReflectionClient::new(fixture.channel().await);
-    let list = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection.server_reflection_info(futures::stream::iter([list])).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(services)) =
-        responses.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("not a list of services");
-    };
-    let names: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
-    for expected in ["sm.v1.ReadingService", "sm.v1.AssetService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
-    }
 
     // The descriptor of a message resolves too (grpcurl describe needs it).
     let describe = ServerReflectionRequest {

@@ -1,0 +1,79 @@
+//! What several of the query service's test files check alike.
+//!
+//! Each test file is its own crate and uses only some of these.
+#![allow(dead_code)]
+
+use futures::StreamExt;
+use tonic::transport::Channel;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client::ServerReflectionClient};
+
+/// gRPC health answers SERVING for each of `healthy` (`""` is the server as a whole), and
+/// reflection lists each of `listed`.
+pub async fn assert_served_and_listed(channel: Channel, healthy: &[&str], listed: &[&str]) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in healthy {
+        let response = health
+            .check(tonic_health::pb::HealthCheckRequest { service: (*service).into() })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service:?}: {e:?}"))
+            .into_inner();
+        assert_eq!(response.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "{service:?}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection.server_reflection_info(futures::stream::iter([list])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(services)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a list of services");
+    };
+    let names: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
+    for expected in listed {
+        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+    }
+}
+
+/// The query server of one test, on a loopback port of its own.
+pub struct Server {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves `config` over `pool` until [`Server::stop`].
+    pub async fn start(config: &sm_query::QueryConfig, pool: sm_storage::Pool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = sm_query::QueryServer::new(config, pool).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, sm_telemetry::Health::new(), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+
+    /// Shuts the server down; it must stop within 10 s, open streams included.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.task.take().unwrap())
+            .await
+            .expect("server stops within 10 s, open streams included")
+            .unwrap();
+    }
+}
