@@ -134,12 +134,13 @@ impl Decode for AlertEvent {
             let event = codec.decode::<T>(bytes, content_type)?;
             Ok(Envelope { header: event.header, payload: variant(event.payload) })
         }
-        match codec.subject_of(bytes)? {
+        const EXPECTED: &str = "an anomaly or drift event";
+        match codec.subject_of(bytes, content_type, EXPECTED)? {
             AnomalyDetected::SCHEMA => wrap(codec, bytes, content_type, AlertEvent::Anomaly),
             SensorStale::SCHEMA => wrap(codec, bytes, content_type, AlertEvent::Stale),
             DriftDetected::SCHEMA => wrap(codec, bytes, content_type, AlertEvent::Drift),
             ModelRetrainRequested::SCHEMA => wrap(codec, bytes, content_type, AlertEvent::Retrain),
-            other => Err(CodecError::WrongEventType { expected: "an anomaly or drift event", found: other }),
+            other => Err(CodecError::WrongEventType { expected: EXPECTED, found: other }),
         }
     }
 }
@@ -233,5 +234,25 @@ mod tests {
         let error = AlertEvent::decode(&codec, &codec.encode(&envelope(reading)).unwrap(), None).unwrap_err();
         assert_eq!(error.reason_code(), "wrong_event_type");
         assert!(AlertEvent::decode(&codec, b"junk", None).is_err());
+    }
+
+    #[test]
+    fn alert_event_honours_the_content_type_and_names_an_empty_record() {
+        let codec = Codec::embedded().unwrap();
+        let stale = SensorStale {
+            sensor_id: "pump-1.temp".into(),
+            sensor_type: "temperature".into(),
+            last_reading_at: Timestamp(1),
+            silent_for_ms: 20_000,
+            expected_interval_ms: 1000,
+            stale_after_ms: 10_000,
+        };
+        let bytes = codec.encode(&envelope(stale)).unwrap();
+        assert!(AlertEvent::decode(&codec, &bytes, None).is_ok());
+        for content_type in ["text/plain", "application/json"] {
+            let error = AlertEvent::decode(&codec, &bytes, Some(content_type)).unwrap_err();
+            assert_eq!(error.reason_code(), "unsupported_content_type", "{content_type}: {error}");
+        }
+        assert_eq!(AlertEvent::decode(&codec, b"", None).unwrap_err().reason_code(), "empty_record");
     }
 }

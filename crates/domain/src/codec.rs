@@ -9,7 +9,12 @@
 //!
 //! On the wire an event is one Avro record `{header: EnvelopeHeader, payload: <Payload>}`: the
 //! envelope schema and each payload schema are separate files, composed here.
+//!
+//! The record's `content-type` header picks the form: none is Confluent Avro,
+//! `application/json` the JSON form of the few types that have one (gateway readings); any
+//! other value is refused (`unsupported_content_type`) rather than guessed at.
 
+use crate::text::{QUOTE_MAX_CHARS, quote, shorten};
 use crate::{DomainEvent, Envelope};
 use apache_avro::Schema;
 use apache_avro::rabin::Rabin;
@@ -20,6 +25,13 @@ use std::sync::Arc;
 /// Header value marking the plain-JSON form of an event.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 
+/// The `content-type` values a record may carry, as error messages name them.
+pub const SUPPORTED_CONTENT_TYPES: &str =
+    "no content-type header (Confluent Avro), or application/json (the gateway JSON form of SensorReading)";
+
+/// How much of a JSON parser's message a dead letter keeps (it can quote the input).
+const JSON_ERROR_MAX_CHARS: usize = 200;
+
 /// Every schema file, by folder and version. `schemas/` is the source of truth; a test fails if
 /// a file there is missing from this list.
 pub const SCHEMA_FILES: &[SchemaFile] = &[
@@ -27,6 +39,7 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     SchemaFile::new("sensor_reading", 1, include_str!("../../../schemas/sensor_reading/v1.avsc")),
     SchemaFile::new("validated_reading", 1, include_str!("../../../schemas/validated_reading/v1.avsc")),
     SchemaFile::new("rejected_reading", 1, include_str!("../../../schemas/rejected_reading/v1.avsc")),
+    SchemaFile::new("rejected_reading", 2, include_str!("../../../schemas/rejected_reading/v2.avsc")),
     SchemaFile::new("asset_registered", 1, include_str!("../../../schemas/asset_registered/v1.avsc")),
     SchemaFile::new("anomaly_detected", 1, include_str!("../../../schemas/anomaly_detected/v1.avsc")),
     SchemaFile::new("sensor_stale", 1, include_str!("../../../schemas/sensor_stale/v1.avsc")),
@@ -75,13 +88,25 @@ pub struct RegisteredSchema {
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error(
+        "the record has no value (0 bytes): a tombstone or an empty message, not an event; send a Confluent Avro record"
+    )]
+    EmptyRecord,
+    #[error(
         "record is not in the Confluent Avro wire format (expected magic byte 0 and a 4-byte schema id, got {len} bytes starting with {first:#04x})"
     )]
     NotConfluentAvro { len: usize, first: u8 },
+    /// `found` is the header value, already quoted and shortened.
+    #[error("content-type {found} is not supported; send {SUPPORTED_CONTENT_TYPES}")]
+    UnsupportedContentType { found: String },
     #[error("schema id {0} is not in the registry; is the producer newer than this service? deploy the schema first")]
     UnknownSchemaId(u32),
     #[error("record has schema `{found}` but `{expected}` was expected on this topic")]
     WrongEventType { expected: &'static str, found: &'static str },
+    /// The schema fits, but the envelope names another event type. `found` is quoted.
+    #[error(
+        "the envelope's event_type is {found} but the record is a `{expected}`; the producer mislabelled it, or sent it to the wrong topic"
+    )]
+    HeaderEventType { expected: &'static str, found: String },
     #[error("avro body does not match schema id {id}: {source}")]
     MalformedAvro {
         id: u32,
@@ -92,7 +117,9 @@ pub enum CodecError {
     TrailingBytes { id: u32, extra: usize },
     #[error("invalid json reading: {0}")]
     InvalidJson(String),
-    #[error("event type `{0}` has no JSON form; send Avro")]
+    #[error(
+        "content-type application/json is not supported here: {0} has no JSON form; send Confluent Avro with no content-type header"
+    )]
     NoJsonForm(&'static str),
     #[error("no schema for `{0}` in schemas/: add schemas/{0}/v1.avsc")]
     NoSchema(&'static str),
@@ -110,12 +137,13 @@ impl CodecError {
     /// Low-cardinality code for metrics and dead letters.
     pub fn reason_code(&self) -> &'static str {
         match self {
+            CodecError::EmptyRecord => "empty_record",
             CodecError::NotConfluentAvro { .. } => "not_avro",
             CodecError::UnknownSchemaId(_) => "unknown_schema",
-            CodecError::WrongEventType { .. } => "wrong_event_type",
+            CodecError::WrongEventType { .. } | CodecError::HeaderEventType { .. } => "wrong_event_type",
             CodecError::MalformedAvro { .. } | CodecError::TrailingBytes { .. } => "malformed_avro",
             CodecError::InvalidJson(_) => "invalid_json",
-            CodecError::NoJsonForm(_) => "unsupported_content_type",
+            CodecError::UnsupportedContentType { .. } | CodecError::NoJsonForm(_) => "unsupported_content_type",
             CodecError::NoSchema(_) | CodecError::InvalidSchemaFile { .. } => "schema_error",
             CodecError::Encode { .. } => "encode_failed",
         }
@@ -284,29 +312,54 @@ impl Codec {
         Ok(bytes)
     }
 
-    /// Decodes an event of type `T`. `content_type` is the record's `content-type` header:
-    /// `application/json` selects the JSON form, anything else (or none) Avro.
     /// The schema folder (`anomaly_detected`, ...) an Avro record was written with: what a
-    /// topic carrying several event types dispatches on.
-    pub fn subject_of(&self, bytes: &[u8]) -> Result<&'static str, CodecError> {
-        if bytes.len() < 5 || bytes[0] != 0 {
-            return Err(CodecError::NotConfluentAvro { len: bytes.len(), first: bytes.first().copied().unwrap_or(0) });
+    /// topic carrying several event types dispatches on. `content_type` is the record's
+    /// header, as for [`Codec::decode`]; `expected` names what the topic carries (`an
+    /// anomaly or drift event`), for the error when it asks for JSON.
+    pub fn subject_of(
+        &self,
+        bytes: &[u8],
+        content_type: Option<&str>,
+        expected: &'static str,
+    ) -> Result<&'static str, CodecError> {
+        if bytes.is_empty() {
+            return Err(CodecError::EmptyRecord);
         }
-        let id = SchemaId(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
-        Ok(self.registry.by_id(id)?.subject)
+        match wire_form(content_type)? {
+            WireForm::Json => Err(CodecError::NoJsonForm(expected)),
+            WireForm::Avro => Ok(self.registry.by_id(confluent_schema_id(bytes)?)?.subject),
+        }
     }
 
+    /// Decodes an event of type `T`. `content_type` is the record's `content-type` header:
+    /// none (or an empty one) is Confluent Avro, `application/json` (parameters such as
+    /// `charset` ignored) the JSON form; anything else is `unsupported_content_type`.
+    ///
+    /// The envelope's `event_type` must be `T`'s: a record labelled as another type is
+    /// refused (`wrong_event_type`) even when its bytes fit `T`'s schema.
     pub fn decode<T: DomainEvent>(&self, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<T>, CodecError> {
-        if content_type.is_some_and(|c| c.starts_with(CONTENT_TYPE_JSON)) {
-            return match T::from_json(bytes) {
-                Some(result) => result.map_err(CodecError::InvalidJson),
-                None => Err(CodecError::NoJsonForm(T::EVENT_TYPE)),
-            };
+        // Checked first: an empty value is a tombstone or a producer bug whatever the header says.
+        if bytes.is_empty() {
+            return Err(CodecError::EmptyRecord);
         }
-        if bytes.len() < 5 || bytes[0] != 0 {
-            return Err(CodecError::NotConfluentAvro { len: bytes.len(), first: bytes.first().copied().unwrap_or(0) });
+        let event: Envelope<T> = match wire_form(content_type)? {
+            WireForm::Json => match T::from_json(bytes) {
+                Some(result) => result.map_err(|e| CodecError::InvalidJson(shorten(&e, JSON_ERROR_MAX_CHARS)))?,
+                None => return Err(CodecError::NoJsonForm(T::EVENT_TYPE)),
+            },
+            WireForm::Avro => self.decode_avro(bytes)?,
+        };
+        if event.header.event_type != T::EVENT_TYPE {
+            return Err(CodecError::HeaderEventType {
+                expected: T::EVENT_TYPE,
+                found: quote(&event.header.event_type, QUOTE_MAX_CHARS),
+            });
         }
-        let id = SchemaId(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
+        Ok(event)
+    }
+
+    fn decode_avro<T: DomainEvent>(&self, bytes: &[u8]) -> Result<Envelope<T>, CodecError> {
+        let id = confluent_schema_id(bytes)?;
         let written = self.registry.by_id(id)?;
         if written.subject != T::SCHEMA {
             return Err(CodecError::WrongEventType { expected: T::SCHEMA, found: written.subject });
@@ -320,6 +373,33 @@ impl Codec {
             return Err(CodecError::TrailingBytes { id: id.0, extra: body.len() });
         }
         apache_avro::from_value(&value).map_err(malformed)
+    }
+}
+
+/// The two forms an event travels in.
+enum WireForm {
+    Avro,
+    Json,
+}
+
+/// The form a record's `content-type` header asks for.
+fn wire_form(content_type: Option<&str>) -> Result<WireForm, CodecError> {
+    // `type/subtype; parameter=value`: only the media type decides, case-insensitively.
+    let media_type = content_type.map_or("", |value| value.split(';').next().unwrap_or_default().trim());
+    if media_type.is_empty() {
+        Ok(WireForm::Avro)
+    } else if media_type.eq_ignore_ascii_case(CONTENT_TYPE_JSON) {
+        Ok(WireForm::Json)
+    } else {
+        Err(CodecError::UnsupportedContentType { found: quote(content_type.unwrap_or_default(), QUOTE_MAX_CHARS) })
+    }
+}
+
+/// The schema id of a Confluent-framed record: magic byte 0, then 4 bytes big-endian.
+fn confluent_schema_id(bytes: &[u8]) -> Result<SchemaId, CodecError> {
+    match bytes {
+        [0, a, b, c, d, ..] => Ok(SchemaId(u32::from_be_bytes([*a, *b, *c, *d]))),
+        _ => Err(CodecError::NotConfluentAvro { len: bytes.len(), first: bytes.first().copied().unwrap_or(0) }),
     }
 }
 
@@ -378,6 +458,8 @@ mod tests {
         round_trip(RejectedReading {
             original: vec![0, 159, 146, 150, 255],
             original_key: Some(b"pump-7".to_vec()),
+            original_size: 5,
+            original_sha256: "0".repeat(64),
             reason_code: "undecodable".into(),
             detail: "not avro".into(),
             source_topic: "sm.readings.raw.v1".into(),
@@ -401,6 +483,8 @@ mod tests {
         round_trip(RejectedReading {
             original: vec![],
             original_key: None,
+            original_size: -1,
+            original_sha256: String::new(),
             reason_code: "x".into(),
             detail: String::new(),
             source_topic: "t".into(),
@@ -463,6 +547,90 @@ mod tests {
         assert_eq!(error.reason_code(), "invalid_json");
         let error = codec.decode::<ValidatedReading>(json, Some("application/json")).unwrap_err();
         assert_eq!(error.reason_code(), "unsupported_content_type");
+    }
+
+    #[test]
+    fn an_empty_record_says_it_is_empty_whatever_its_content_type() {
+        let codec = Codec::embedded().unwrap();
+        for content_type in [None, Some("application/json"), Some("text/plain")] {
+            let error = codec.decode::<SensorReading>(b"", content_type).unwrap_err();
+            assert_eq!(error.reason_code(), "empty_record", "{content_type:?}");
+            assert!(error.to_string().starts_with("the record has no value (0 bytes)"), "{error}");
+        }
+        let error = codec.subject_of(b"", None, "an alert").unwrap_err();
+        assert_eq!(error.reason_code(), "empty_record");
+        // One byte is not empty: it is just not Avro.
+        assert_eq!(codec.decode::<SensorReading>(&[0], None).unwrap_err().reason_code(), "not_avro");
+    }
+
+    #[test]
+    fn a_content_type_we_do_not_read_is_refused_naming_the_ones_we_do() {
+        let codec = Codec::embedded().unwrap();
+        let event = Envelope::origin(
+            TenantId::from("t"),
+            AssetId::from("a"),
+            Timestamp(1),
+            "test",
+            SensorReading { sensor_id: "s".into(), value: 1.0, unit: "degC".into(), sequence: 1, backfill: false },
+        );
+        let avro = codec.encode(&event).unwrap();
+        for content_type in ["text/plain", "application/jsonx", "application/avro", "application/xml; charset=utf-8"] {
+            let error = codec.decode::<SensorReading>(&avro, Some(content_type)).unwrap_err();
+            assert_eq!(error.reason_code(), "unsupported_content_type", "{content_type}: {error}");
+            let message = error.to_string();
+            assert!(message.contains(&format!("{content_type:?}")), "{message}");
+            assert!(message.contains("no content-type header (Confluent Avro)"), "{message}");
+            assert!(message.contains("application/json"), "{message}");
+        }
+        // The same record without a header, or with an empty one, is Avro.
+        assert_eq!(codec.decode::<SensorReading>(&avro, None).unwrap(), event);
+        assert_eq!(codec.decode::<SensorReading>(&avro, Some("")).unwrap(), event);
+        // A huge header value is quoted, not echoed.
+        let huge = "x".repeat(100_000);
+        let error = codec.decode::<SensorReading>(&avro, Some(&huge)).unwrap_err();
+        assert!(error.to_string().len() < 400 && error.to_string().contains("bytes cut"), "{error}");
+    }
+
+    #[test]
+    fn json_media_type_is_matched_case_insensitively_with_parameters() {
+        let codec = Codec::embedded().unwrap();
+        let json = br#"{"asset_id":"a","sensor_id":"s","timestamp_ms":5,"value":1.5,"unit":"psi"}"#;
+        for content_type in ["application/json", "Application/JSON", "application/json; charset=utf-8"] {
+            let event: Envelope<SensorReading> = codec.decode(json, Some(content_type)).unwrap();
+            assert_eq!(event.payload.value, 1.5, "{content_type}");
+        }
+    }
+
+    #[test]
+    fn a_json_error_is_shortened() {
+        let codec = Codec::embedded().unwrap();
+        let field = "f".repeat(100_000);
+        let json = format!(r#"{{"{field}":1}}"#);
+        let error = codec.decode::<SensorReading>(json.as_bytes(), Some("application/json")).unwrap_err();
+        assert_eq!(error.reason_code(), "invalid_json");
+        let message = error.to_string();
+        assert!(message.len() < 400 && message.contains("bytes cut"), "{message}");
+    }
+
+    #[test]
+    fn refuses_an_envelope_labelled_as_another_event_type() {
+        let codec = Codec::embedded().unwrap();
+        let mut event = Envelope::origin(
+            TenantId::from("t"),
+            AssetId::from("a"),
+            Timestamp(1),
+            "test",
+            SensorReading { sensor_id: "s".into(), value: 1.0, unit: "degC".into(), sequence: 1, backfill: false },
+        );
+        event.header.event_type = "AnomalyDetected".into();
+        let bytes = codec.encode(&event).unwrap();
+        let error = codec.decode::<SensorReading>(&bytes, None).unwrap_err();
+        assert_eq!(error.reason_code(), "wrong_event_type");
+        let message = error.to_string();
+        assert!(message.contains("\"AnomalyDetected\"") && message.contains("`SensorReading`"), "{message}");
+        event.header.event_type = "A".repeat(100_000);
+        let error = codec.decode::<SensorReading>(&codec.encode(&event).unwrap(), None).unwrap_err();
+        assert!(error.to_string().len() < 400, "{error}");
     }
 
     #[test]

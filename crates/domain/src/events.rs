@@ -131,11 +131,18 @@ impl DomainEvent for ValidatedReading {
 /// its origin so that nothing disappears silently and it can be replayed after a fix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RejectedReading {
-    /// The record value exactly as consumed.
+    /// The record value as consumed: whole, or its first bytes when it is too large to carry
+    /// (a dead letter must always fit the producer's limit, or it would block its partition).
     #[serde(with = "apache_avro::serde_avro_bytes")]
     pub original: Vec<u8>,
     #[serde(with = "apache_avro::serde_avro_bytes_opt")]
     pub original_key: Option<Vec<u8>>,
+    /// Size of the whole record value in bytes (-1: written before v2).
+    #[serde(default = "unknown_size")]
+    pub original_size: i64,
+    /// Lowercase hex SHA-256 of the whole record value (empty: written before v2).
+    #[serde(default)]
+    pub original_sha256: String,
     /// Stable, low-cardinality code (`undecodable`, `unknown_sensor`, ...).
     pub reason_code: String,
     /// What exactly was wrong, for a person.
@@ -145,6 +152,17 @@ pub struct RejectedReading {
     pub source_offset: i64,
     /// The agent that rejected it.
     pub agent: String,
+}
+
+fn unknown_size() -> i64 {
+    -1
+}
+
+impl RejectedReading {
+    /// True when `original` holds only a prefix of the record value.
+    pub fn is_truncated(&self) -> bool {
+        self.original_size > self.original.len() as i64
+    }
 }
 
 impl DomainEvent for RejectedReading {

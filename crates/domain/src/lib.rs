@@ -10,6 +10,7 @@
 //! - [`models`]: the model registry's events;
 //! - [`topics`]: every topic name, defined once;
 //! - [`codec`]: the Confluent wire format over schemas loaded from `schemas/`;
+//! - [`text`]: [`quote`], to echo what someone sent inside a message without echoing 100 kB;
 //! - [`units`]: sensor types, their canonical units and conversions to them.
 //!
 //! This crate does no I/O and knows nothing of Kafka or PostgreSQL.
@@ -22,6 +23,7 @@ pub mod ids;
 pub mod models;
 pub mod predictions;
 pub mod rfc3339;
+pub mod text;
 pub mod time;
 pub mod topics;
 pub mod units;
@@ -33,4 +35,5 @@ pub use events::{AssetRegistered, Decode, DomainEvent, RejectedReading, SensorRe
 pub use ids::{AssetId, EventId, SensorId, TenantId};
 pub use models::{ModelArchived, ModelEvent, ModelPromoted, ModelRegistered};
 pub use predictions::{FailurePredicted, FeatureContribution};
+pub use text::{QUOTE_MAX_CHARS, quote, shorten};
 pub use time::Timestamp;

@@ -83,11 +83,12 @@ impl Decode for ModelEvent {
             let event = codec.decode::<T>(bytes, content_type)?;
             Ok(Envelope { header: event.header, payload: variant(event.payload) })
         }
-        match codec.subject_of(bytes)? {
+        const EXPECTED: &str = "a model registry event";
+        match codec.subject_of(bytes, content_type, EXPECTED)? {
             ModelRegistered::SCHEMA => wrap(codec, bytes, content_type, ModelEvent::Registered),
             ModelPromoted::SCHEMA => wrap(codec, bytes, content_type, ModelEvent::Promoted),
             ModelArchived::SCHEMA => wrap(codec, bytes, content_type, ModelEvent::Archived),
-            other => Err(CodecError::WrongEventType { expected: "a model registry event", found: other }),
+            other => Err(CodecError::WrongEventType { expected: EXPECTED, found: other }),
         }
     }
 }

@@ -46,8 +46,12 @@ pub struct KafkaConfig {
     pub fetch_queue_max_kbytes: u64,
     /// Produced records waiting for the broker, at most (KiB): bounds producer memory.
     pub produce_queue_max_kbytes: u64,
-    /// How often librdkafka reports statistics (consumer lag metric), ms; 0 disables.
+    /// How often librdkafka reports statistics (end offsets for the lag metric, broker
+    /// reachability for `/readyz`), ms; 0 disables both.
     pub statistics_interval_ms: u64,
+    /// A partition with records waiting whose committed offset has not moved for this long
+    /// (ms) makes `/readyz` fail, naming it.
+    pub stall_timeout_ms: u64,
     /// Partitions and replication factor of topics the platform creates.
     pub topic_partitions: i32,
     pub topic_replication_factor: i32,
@@ -82,6 +86,7 @@ impl Default for KafkaConfig {
             fetch_queue_max_kbytes: 16 * 1024,
             produce_queue_max_kbytes: 32 * 1024,
             statistics_interval_ms: 5_000,
+            stall_timeout_ms: 30_000,
             topic_partitions: 6,
             topic_replication_factor: 1,
             topic_retention_ms: -1,
@@ -127,6 +132,12 @@ impl KafkaConfig {
         if self.retry_initial_backoff_ms == 0 || self.retry_initial_backoff_ms > self.retry_max_backoff_ms {
             return Err("need 0 < SM_KAFKA__RETRY_INITIAL_BACKOFF_MS <= SM_KAFKA__RETRY_MAX_BACKOFF_MS".into());
         }
+        if self.stall_timeout_ms == 0 {
+            return Err("SM_KAFKA__STALL_TIMEOUT_MS must be positive".into());
+        }
+        if self.message_max_bytes().is_none() {
+            return Err("SM_KAFKA__LIBRDKAFKA sets `message.max.bytes` to something that is not a size in bytes".into());
+        }
         if self.topic_partitions < 1 || self.topic_replication_factor < 1 {
             return Err("SM_KAFKA__TOPIC_PARTITIONS and SM_KAFKA__TOPIC_REPLICATION_FACTOR must be at least 1".into());
         }
@@ -136,6 +147,14 @@ impl KafkaConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The producer's `message.max.bytes` (librdkafka's default unless overridden).
+    pub fn message_max_bytes(&self) -> Option<usize> {
+        match self.librdkafka.get("message.max.bytes") {
+            Some(value) => value.trim().parse().ok().filter(|bytes| *bytes >= 1_000),
+            None => Some(1_000_000),
+        }
     }
 
     /// The consumer group of `agent`.

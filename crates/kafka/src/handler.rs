@@ -74,6 +74,8 @@ pub struct Source<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
+    /// The record's Kafka key (the asset id on asset topics), if it has one.
+    pub key: Option<&'a [u8]>,
 }
 
 /// A handler whose results become durable outside Kafka, together with the input offsets:

@@ -17,7 +17,8 @@
 //! - [`changelog`]: loading a (compacted) topic from start to end before handling inputs;
 //! - [`admin`]: topic creation (the platform never relies on broker auto-creation);
 //! - [`trace`]: W3C `traceparent` through Kafka headers;
-//! - [`metrics`]: what the runtime counts, with one name for every agent.
+//! - [`metrics`]: what the runtime counts, with one name for every agent;
+//! - [`progress`]: lag and readiness from what the runtime committed (the watchdog's input).
 
 pub mod admin;
 pub mod changelog;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod handler;
 pub mod metrics;
 pub mod produce;
+pub mod progress;
 pub mod runtime;
 pub mod state;
 pub mod trace;
@@ -33,5 +35,5 @@ pub use admin::ensure_topics;
 pub use config::KafkaConfig;
 pub use handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Rejection, Source};
 pub use produce::{AnnounceError, Announcer};
-pub use runtime::{RunSummary, Runtime, RuntimeError};
+pub use runtime::{OUTPUT_TOO_LARGE, RunSummary, Runtime, RuntimeError};
 pub use state::StateStore;

@@ -10,8 +10,10 @@ struct Families {
     rejected: IntCounterVec,
     retried: IntCounterVec,
     transactions: IntCounterVec,
+    rebalances: IntCounterVec,
     handle_seconds: HistogramVec,
     lag: IntGaugeVec,
+    stalled: IntGaugeVec,
 }
 
 fn families() -> &'static Families {
@@ -32,12 +34,20 @@ fn families() -> &'static Families {
         )
         .expect("valid metric");
         let _ = prometheus::register(Box::new(handle_seconds.clone()));
-        let lag = IntGaugeVec::new(
-            prometheus::Opts::new("sm_runtime_consumer_lag_records", "Records behind the partition's end"),
-            &["agent", "topic", "partition"],
-        )
-        .expect("valid metric");
-        let _ = prometheus::register(Box::new(lag.clone()));
+        let gauge = |name: &str, help: &str| {
+            let vec = IntGaugeVec::new(prometheus::Opts::new(name, help), &["agent", "topic", "partition"])
+                .expect("valid metric");
+            let _ = prometheus::register(Box::new(vec.clone()));
+            vec
+        };
+        let lag = gauge(
+            "sm_runtime_consumer_lag_records",
+            "Records of the partition not yet committed by the agent (its committed offset to the stable end)",
+        );
+        let stalled = gauge(
+            "sm_runtime_partition_stalled",
+            "1 while the partition has records waiting and its committed offset has not moved for stall_timeout_ms",
+        );
         Families {
             consumed: counter("sm_runtime_consumed_total", "Records consumed", &["agent", "topic"]),
             produced: counter("sm_runtime_produced_total", "Records produced (committed or not)", &["agent", "topic"]),
@@ -52,8 +62,14 @@ fn families() -> &'static Families {
                 "Kafka transactions by outcome",
                 &["agent", "outcome"],
             ),
+            rebalances: counter(
+                "sm_runtime_rebalances_total",
+                "Partitions assigned or revoked by consumer-group rebalances",
+                &["agent", "kind"],
+            ),
             handle_seconds,
             lag,
+            stalled,
         }
     })
 }
@@ -125,12 +141,21 @@ impl RuntimeMetrics {
         families().transactions.with_label_values(&[self.agent, "aborted"]).inc();
     }
 
-    /// A partition left this instance: its lag is another instance's to report now.
-    pub fn forget_lag(&self, topic: &str, partition: i32) {
-        let _ = families().lag.remove_label_values(&[self.agent, topic, &partition.to_string()]);
+    /// A rebalance assigned (`kind = "assigned"`) or revoked (`"revoked"`) `partitions`.
+    pub fn rebalanced(&self, kind: &str, partitions: usize) {
+        families().rebalances.with_label_values(&[self.agent, kind]).inc_by(partitions as u64);
     }
 
-    pub fn lag(&self, topic: &str, partition: i32, records: i64) {
-        families().lag.with_label_values(&[self.agent, topic, &partition.to_string()]).set(records);
+    /// A partition left this instance: its lag is another instance's to report now.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let labels = [self.agent, topic, &partition.to_string()];
+        let _ = families().lag.remove_label_values(&labels);
+        let _ = families().stalled.remove_label_values(&labels);
+    }
+
+    pub fn lag(&self, topic: &str, partition: i32, records: i64, stalled: bool) {
+        let labels = [self.agent, topic, &partition.to_string()];
+        families().lag.with_label_values(&labels).set(records);
+        families().stalled.with_label_values(&labels).set(i64::from(stalled));
     }
 }

@@ -18,7 +18,18 @@
 //! - a transient handler error first commits the records done so far, then retries the same
 //!   record with capped exponential backoff, never skipping it;
 //! - a revoked partition aborts a transaction that holds it (KIP-447 fencing would refuse the
-//!   commit anyway), so the next owner starts from the committed offset.
+//!   commit anyway), so the next owner starts from the committed offset. Records fetched before
+//!   the revocation are dropped, and only those: each record is tagged with the rebalance
+//!   epoch it was received in, because one drain of the fetch queue can hold records from both
+//!   sides of a revoke-and-assign (a broker restart does exactly that);
+//! - a record the runtime cannot produce (its outputs exceed the producer's limit) is
+//!   dead-lettered with a reason, never retried forever; a dead letter always fits, because it
+//!   carries at most a prefix of the original value with its size and SHA-256.
+//!
+//! A watchdog turns the loop's progress into the lag metric (committed offsets against the
+//! partitions' stable end) and into the agent's `/readyz` check, which fails with the reason
+//! while a record is being retried, while no broker is reachable, or while a partition with
+//! records waiting has not advanced for `stall_timeout_ms`.
 //!
 //! Memory is bounded by librdkafka's fetch and produce queue limits (see [`KafkaConfig`]) and
 //! by processing one record at a time per instance.
@@ -33,6 +44,7 @@
 use crate::KafkaConfig;
 use crate::handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, PartitionOffset, Source};
 use crate::metrics::RuntimeMetrics;
+use crate::progress::{EndOffsets, Progress};
 use crate::trace::{self, TRACEPARENT, TraceParent};
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -45,6 +57,7 @@ use sm_telemetry::Health;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -55,6 +68,19 @@ const PREPARE_MAX: usize = 500;
 
 /// Transactional calls wait at most this long for the broker.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A dead letter carries at most this much of the original value (and its full size and
+/// SHA-256), of its key and of the reason's detail, so that it always fits the producer's
+/// `message.max.bytes`.
+const DEAD_LETTER_ORIGINAL_MAX: usize = 64 * 1024;
+const DEAD_LETTER_KEY_MAX: usize = 1024;
+const DEAD_LETTER_DETAIL_MAX: usize = 4 * 1024;
+
+/// Room for the envelope's headers and librdkafka's record overhead beside key and value.
+const RECORD_OVERHEAD: usize = 1024;
+
+/// How often the watchdog refreshes the lag metric and the readiness check.
+const WATCHDOG_INTERVAL: Duration = Duration::from_secs(1);
 
 type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
@@ -152,9 +178,16 @@ impl Runtime {
         shutdown: impl Future<Output = ()>,
     ) -> Result<RunSummary, RuntimeError> {
         self.health.set("kafka", false);
+        self.health.set_unavailable(self.agent, "starting");
         let metrics = RuntimeMetrics::new(self.agent);
-        let context =
-            RuntimeContext { metrics: metrics.clone(), revoked: Mutex::default(), assigned: Mutex::default() };
+        let progress = Arc::new(Mutex::new(Progress::default()));
+        let context = RuntimeContext {
+            metrics: metrics.clone(),
+            progress: progress.clone(),
+            epoch: AtomicU64::new(0),
+            revoked: Mutex::default(),
+            assigned: Mutex::default(),
+        };
         let group = self.config.group_for(self.agent);
         let consumer: StreamConsumer<RuntimeContext> =
             self.config.consumer_config(&group).create_with_context(context)?;
@@ -163,13 +196,23 @@ impl Runtime {
         let mut worker = Worker::<C> {
             producer: new_producer(&self.config, self.agent, C::IS_TRANSACTIONAL).await?,
             runtime: &self,
-            metrics,
+            metrics: metrics.clone(),
             summary: RunSummary::default(),
             batch: Batch::default(),
             skip_below: HashMap::new(),
             sought: Vec::new(),
+            unproducible: HashMap::new(),
+            progress: progress.clone(),
+            max_record_bytes: self.config.message_max_bytes().unwrap_or(1_000_000),
             committer: std::marker::PhantomData,
         };
+        let _watchdog = Watchdog::spawn(
+            self.agent,
+            progress,
+            self.health.clone(),
+            metrics.clone(),
+            Duration::from_millis(self.config.stall_timeout_ms),
+        );
         // Checkpointed state is restored when partitions are assigned (`seek_assigned`), which
         // always happens before the first record is handled.
         self.health.set("kafka", true);
@@ -215,40 +258,48 @@ impl Runtime {
             let message = match received {
                 Ok(message) => message,
                 Err(error) => {
-                    // librdkafka reconnects by itself; this is informational.
+                    // librdkafka reconnects by itself; readiness says so until it has.
                     tracing::warn!(error = %error, "consumer error");
+                    worker.lock_progress().kafka_error(Some(error.to_string()));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             // Take whatever else is already fetched (without waiting), so the handler can
-            // prepare many records in one round trip (`Handler::prepare`).
-            let mut messages = vec![message];
+            // prepare many records in one round trip (`Handler::prepare`). Each record keeps
+            // the rebalance epoch it was received in: rebalance callbacks run inside `recv`.
+            let mut messages = vec![(message, consumer.context().epoch())];
             while messages.len() < PREPARE_MAX {
                 match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
-                    Ok(Ok(message)) => messages.push(message),
+                    Ok(Ok(message)) => messages.push((message, consumer.context().epoch())),
                     _ => break,
                 }
             }
-            // Records drained above were fetched before any seek or revocation below: those of
-            // a partition sought back or taken away must not be handled (they come again, or
-            // belong to another instance now).
+            // Records of a partition revoked after they were received, or sought back after
+            // this drain, must not be handled (they come again, or belong to another instance
+            // now). Records received after a revoke-and-assign are the new assignment's: kept.
             worker.sought.clear();
             worker.drop_revoked(&consumer, &mut handler).await?;
             worker.seek_assigned(&consumer, &mut handler).await?;
             let mut batch = Vec::with_capacity(messages.len());
-            for message in messages {
-                if worker.was_sought(&message) || worker.is_stale(&message) {
-                    continue;
+            {
+                let mut progress = worker.lock_progress();
+                progress.kafka_error(None);
+                for (message, epoch) in messages {
+                    if worker.was_sought(&message, epoch) || worker.is_stale(&message) {
+                        continue;
+                    }
+                    progress.received(message.topic(), message.partition(), message.offset());
+                    let payload = message.payload().unwrap_or_default();
+                    let decoded = H::Input::decode(&self.codec, payload, header(&message, "content-type"));
+                    batch.push((message, epoch, decoded));
                 }
-                let payload = message.payload().unwrap_or_default();
-                let decoded = H::Input::decode(&self.codec, payload, header(&message, "content-type"));
-                batch.push((message, decoded));
             }
             let ready: Vec<(&Envelope<H::Input>, Source<'_>)> = batch
                 .iter()
-                .filter_map(|(m, decoded)| {
-                    let source = Source { topic: m.topic(), partition: m.partition(), offset: m.offset() };
+                .filter_map(|(m, _, decoded)| {
+                    let source =
+                        Source { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key() };
                     decoded.as_ref().ok().map(|input| (input, source))
                 })
                 .collect();
@@ -257,7 +308,11 @@ impl Runtime {
             }
             drop(ready);
             let mut stopping = false;
-            for (message, decoded) in batch {
+            for (message, epoch, decoded) in batch {
+                // A commit below may have taken in a revocation: this partition is gone.
+                if worker.was_sought(&message, epoch) {
+                    continue;
+                }
                 match worker.process(&consumer, &mut handler, &message, decoded, &mut stop).await? {
                     Flow::Continue => {}
                     // The consumer was sought back: the rest of this batch comes again.
@@ -422,8 +477,14 @@ struct Worker<'r, C> {
     batch: Batch,
     /// After a seek, records below these offsets may still arrive from before it: skip them.
     skip_below: HashMap<(String, i32), i64>,
-    /// Partitions sought back or revoked since the current batch of records was fetched.
-    sought: Vec<(String, i32)>,
+    /// Partitions sought back or revoked since the current batch of records was fetched, with
+    /// the epoch from which their records are valid again (`u64::MAX`: none of this batch).
+    sought: Vec<((String, i32), u64)>,
+    /// Records whose outputs could not be produced: dead-lettered when they come again.
+    unproducible: HashMap<(String, i32, i64), String>,
+    progress: Arc<Mutex<Progress>>,
+    /// The producer's `message.max.bytes`.
+    max_record_bytes: usize,
     committer: std::marker::PhantomData<C>,
 }
 
@@ -442,9 +503,23 @@ impl<C> Worker<'_, C> {
         Ok(())
     }
 
-    /// True when `message` was fetched before its partition was sought back or revoked.
-    fn was_sought(&self, message: &BorrowedMessage<'_>) -> bool {
-        self.sought.iter().any(|(t, p)| *p == message.partition() && t == message.topic())
+    /// True when `message` (received in rebalance `epoch`) was fetched before its partition
+    /// was sought back or revoked.
+    fn was_sought(&self, message: &BorrowedMessage<'_>, epoch: u64) -> bool {
+        !self.sought.is_empty()
+            && self
+                .sought
+                .iter()
+                .any(|((t, p), valid_from)| *p == message.partition() && epoch < *valid_from && t == message.topic())
+    }
+
+    fn lock_progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where an output or dead letter of `message` may carry a value of at most this size.
+    fn max_value_bytes(&self, key_len: usize) -> usize {
+        self.max_record_bytes.saturating_sub(RECORD_OVERHEAD + key_len)
     }
 
     /// True when `message` predates a seek of its partition.
@@ -505,14 +580,39 @@ impl<C: CommitterKind> Worker<'_, C> {
                 return self.finish(consumer, handler, sent, message, started).await;
             }
         };
+        if let Some(detail) = self.unproducible.remove(&(topic.to_owned(), partition, offset)) {
+            let sent = self.dead_letter(message, Some(&input.header), OUTPUT_TOO_LARGE, &detail, traceparent).await;
+            return self.finish(consumer, handler, sent, message, started).await;
+        }
         span.record("event_id", tracing::field::display(input.header.event_id));
         span.record("asset_id", tracing::field::display(&input.header.asset_id));
         let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
-        let source = Source { topic, partition, offset };
+        let source = Source { topic, partition, offset, key: message.key() };
+        let mut retrying = false;
         let outcome = loop {
-            match handler.handle(&input, &source).instrument(span.clone()).await {
+            let handled = handler.handle(&input, &source).instrument(span.clone()).await;
+            if retrying && !matches!(handled, Err(HandleError::Transient(_))) {
+                self.lock_progress().retried();
+            }
+            match handled {
                 Ok(outputs) => {
-                    break self.produce(Some(&input.header), outputs, traceparent).instrument(span.clone()).await;
+                    match self.produce(Some(&input.header), outputs, traceparent).instrument(span.clone()).await {
+                        Ok(Ok(())) => break Ok(()),
+                        Ok(Err(too_large)) => {
+                            break self
+                                .dead_letter(message, Some(&input.header), OUTPUT_TOO_LARGE, &too_large, traceparent)
+                                .await;
+                        }
+                        Err(error) => {
+                            if is_unproducible(&error) {
+                                // Something of this record's was queued already: abort, and
+                                // dead-letter it when it comes again.
+                                let detail = format!("an output of this record cannot be produced: {error}");
+                                self.unproducible.insert((topic.to_owned(), partition, offset), detail);
+                            }
+                            break Err(error);
+                        }
+                    }
                 }
                 Err(HandleError::Rejected(rejection)) => {
                     break self
@@ -528,6 +628,12 @@ impl<C: CommitterKind> Worker<'_, C> {
                 Err(HandleError::Transient(error)) => {
                     self.metrics.retried(&*error, backoff_ms);
                     self.summary.retried += 1;
+                    retrying = true;
+                    self.lock_progress().retrying(
+                        format!("{topic}/{partition}@{offset}"),
+                        error.to_string(),
+                        Instant::now(),
+                    );
                     // Commit what is done, so a long outage neither holds a transaction open
                     // past its timeout nor redoes finished records. This record stays unmarked.
                     if self.batch.records > 0 && !self.commit(consumer, handler, stop).await? {
@@ -571,26 +677,41 @@ impl<C: CommitterKind> Worker<'_, C> {
         }
     }
 
+    /// Queues a record's outputs. `Ok(Err(why))`: one of them is larger than the producer
+    /// accepts, so none was queued and the record is to be dead-lettered.
     async fn produce(
         &mut self,
         cause: Option<&EnvelopeHeader>,
         outputs: Outputs,
         traceparent: TraceParent,
-    ) -> Result<(), KafkaError> {
+    ) -> Result<Result<(), String>, KafkaError> {
+        let mut encoded = Vec::with_capacity(outputs.items.len());
         for (topic, pending) in outputs.items {
-            let (key, bytes) = match pending.encode(cause, self.runtime.agent, &self.runtime.codec) {
-                Ok(encoded) => encoded,
+            match pending.encode(cause, self.runtime.agent, &self.runtime.codec) {
+                Ok((key, bytes)) => {
+                    let limit = self.max_value_bytes(key.as_str().len());
+                    if bytes.len() > limit {
+                        return Ok(Err(format!(
+                            "its output to {topic} is {} bytes, more than the {limit} bytes a record may carry \
+                             (message.max.bytes {} less overhead)",
+                            bytes.len(),
+                            self.max_record_bytes
+                        )));
+                    }
+                    encoded.push((topic, key, bytes));
+                }
                 Err(error) => {
                     // The agent built an event its own schema refuses: a bug, loud but not fatal.
                     tracing::error!(topic, error = %error, "handler output does not fit its schema; dropped");
-                    continue;
                 }
-            };
+            }
+        }
+        for (topic, key, bytes) in encoded {
             self.send(topic, key.as_str().as_bytes(), &bytes, traceparent).await?;
             self.metrics.produced(topic);
             self.summary.produced += 1;
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     async fn dead_letter(
@@ -602,17 +723,22 @@ impl<C: CommitterKind> Worker<'_, C> {
         traceparent: TraceParent,
     ) -> Result<(), KafkaError> {
         let agent = self.runtime.agent;
+        let value = message.payload().unwrap_or_default();
+        let key = message.key().map(|k| &k[..k.len().min(DEAD_LETTER_KEY_MAX)]);
+        let kept = value.len().min(DEAD_LETTER_ORIGINAL_MAX).min(self.max_value_bytes(0) / 2);
         let payload = RejectedReading {
-            original: message.payload().unwrap_or_default().to_vec(),
-            original_key: message.key().map(<[u8]>::to_vec),
+            original: value[..kept].to_vec(),
+            original_key: key.map(<[u8]>::to_vec),
+            original_size: value.len() as i64,
+            original_sha256: sha256_hex(value),
             reason_code: reason_code.to_owned(),
-            detail: detail.to_owned(),
+            detail: truncate(detail, DEAD_LETTER_DETAIL_MAX),
             source_topic: message.topic().to_owned(),
             source_partition: message.partition(),
             source_offset: message.offset(),
             agent: agent.to_owned(),
         };
-        let header = match cause {
+        let mut header = match cause {
             Some(cause) => cause.caused_by(RejectedReading::EVENT_TYPE, agent),
             None => {
                 let asset =
@@ -628,12 +754,20 @@ impl<C: CommitterKind> Worker<'_, C> {
                 )
             }
         };
+        // The rejected record's own time may be absurd (that may be why it was rejected); the
+        // dead letter's must be one every Avro reader can represent.
+        if !header.occurred_at.in_range() {
+            header.occurred_at =
+                message.timestamp().to_millis().map(Timestamp::from_millis).unwrap_or_else(Timestamp::now);
+        }
+        if !header.occurred_at.in_range() {
+            header.occurred_at = Timestamp::now();
+        }
         let bytes = match self.runtime.codec.encode(&Envelope { header, payload }) {
             Ok(bytes) => bytes,
             Err(error) => unreachable_dead_letter(error),
         };
-        let key = message.key().map(<[u8]>::to_vec).unwrap_or_default();
-        self.send(&self.runtime.dead_letter_topic, &key, &bytes, traceparent).await?;
+        self.send(&self.runtime.dead_letter_topic, key.unwrap_or_default(), &bytes, traceparent).await?;
         self.metrics.rejected(message.topic(), message.partition(), message.offset(), reason_code, detail);
         self.summary.rejected += 1;
         Ok(())
@@ -653,8 +787,10 @@ impl<C: CommitterKind> Worker<'_, C> {
         if outputs.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.produce(None, outputs, TraceParent::new_root()).await {
-            self.recover(consumer, handler, &error).await?;
+        match self.produce(None, outputs, TraceParent::new_root()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(too_large)) => tracing::error!(reason = too_large, "a timed output cannot be produced; dropped"),
+            Err(error) => self.recover(consumer, handler, &error).await?,
         }
         Ok(())
     }
@@ -699,6 +835,12 @@ impl<C: CommitterKind> Worker<'_, C> {
         if !self.batch.open {
             return Ok(true);
         }
+        // A revocation taken in by `recv` since the loop last looked: never commit offsets of
+        // a partition that is no longer ours.
+        self.drop_revoked(consumer, handler).await?;
+        if !self.batch.open {
+            return Ok(false);
+        }
         let result = if C::IS_TRANSACTIONAL {
             match self.checkpoint(handler).await {
                 Ok(()) => self.commit_transaction(consumer).await?,
@@ -712,6 +854,13 @@ impl<C: CommitterKind> Worker<'_, C> {
                 handler.committed();
                 self.metrics.committed();
                 self.summary.committed_transactions += 1;
+                {
+                    let now = Instant::now();
+                    let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+                    for ((topic, partition), next) in &self.batch.next_offsets {
+                        progress.committed(topic, *partition, *next, now);
+                    }
+                }
                 self.batch.reset();
                 Ok(true)
             }
@@ -754,12 +903,24 @@ impl<C: CommitterKind> Worker<'_, C> {
         }
         let offsets = self.batch.partition_offsets();
         let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        let mut retrying = false;
         loop {
             match C::commit(handler, &offsets).await {
-                Ok(()) => return Ok(Ok(())),
+                Ok(()) => {
+                    if retrying {
+                        self.lock_progress().retried();
+                    }
+                    return Ok(Ok(()));
+                }
                 Err(error) => {
                     self.metrics.retried(&*error, backoff_ms);
                     self.summary.retried += 1;
+                    retrying = true;
+                    self.lock_progress().retrying(
+                        "the commit of a batch to the projection's store".to_owned(),
+                        error.to_string(),
+                        Instant::now(),
+                    );
                     tokio::select! {
                         biased;
                         () = stop.requested() => {
@@ -791,11 +952,11 @@ impl<C: CommitterKind> Worker<'_, C> {
                 let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_TIMEOUT)).await?;
                 if let Err(abort_error) = aborted {
                     tracing::warn!(error = %abort_error, "abort failed; replacing the producer");
-                    self.producer = new_producer(&self.runtime.config, self.runtime.agent, true).await?;
+                    self.replace_producer().await;
                 }
             } else {
                 tracing::warn!(error = %error, "fatal producer error; replacing the producer");
-                self.producer = new_producer(&self.runtime.config, self.runtime.agent, true).await?;
+                self.replace_producer().await;
             }
         }
         C::rollback(handler);
@@ -805,6 +966,27 @@ impl<C: CommitterKind> Worker<'_, C> {
         let partitions = self.batch.partitions();
         self.batch.reset();
         self.rewind(consumer, handler, &partitions).await
+    }
+
+    /// A new transactional producer, whose `init_transactions` fences the old one and aborts
+    /// what it left open. While the brokers are unreachable this waits (with backoff) rather
+    /// than stopping the agent: a broker restart is an outage to ride out, not a crash.
+    async fn replace_producer(&mut self) {
+        let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        loop {
+            match new_producer(&self.runtime.config, self.runtime.agent, true).await {
+                Ok(producer) => {
+                    self.producer = producer;
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, backoff_ms, "cannot start a transactional producer yet");
+                    self.lock_progress().kafka_error(Some(format!("cannot start a transactional producer: {error}")));
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms.min(5_000));
+                }
+            }
+        }
     }
 
     /// Abandons the open batch if it holds a partition taken away by a rebalance; the next
@@ -818,14 +1000,15 @@ impl<C: CommitterKind> Worker<'_, C> {
         C: Committer<H>,
     {
         let revoked = std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(|e| e.into_inner()));
-        for partition in &revoked {
+        for (partition, _) in &revoked {
             self.skip_below.remove(partition);
+            self.unproducible.retain(|(t, p, _), _| !(*p == partition.1 && *t == partition.0));
         }
         self.sought.extend(revoked.iter().cloned());
         if revoked.is_empty() || !self.batch.open {
             return Ok(());
         }
-        if revoked.iter().any(|(topic, partition)| self.batch.holds(topic, *partition)) {
+        if revoked.iter().any(|((topic, partition), _)| self.batch.holds(topic, *partition)) {
             let error = KafkaError::Rebalance(RDKafkaErrorCode::RevokePartitions);
             self.recover(consumer, handler, &error).await?;
         }
@@ -847,7 +1030,21 @@ impl<C: CommitterKind> Worker<'_, C> {
             // is (re)loaded: at start, and after a rebalance, when another instance may have
             // checkpointed the keys of the partitions this one now owns.
             if let (false, Some(state_topic)) = (assigned.is_empty(), handler.state_topic()) {
-                restore_state(&self.runtime.config, self.runtime.agent, state_topic, handler).await?;
+                let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+                while let Err(error) =
+                    restore_state(&self.runtime.config, self.runtime.agent, state_topic, handler).await
+                {
+                    // No record may be handled without the state: wait for the brokers.
+                    tracing::warn!(error = %error, backoff_ms, "cannot restore the agent's state yet");
+                    self.lock_progress().retrying(
+                        format!("restoring state from {state_topic}"),
+                        error.to_string(),
+                        Instant::now(),
+                    );
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms.min(5_000));
+                }
+                self.lock_progress().retried();
             }
             return Ok(());
         }
@@ -877,6 +1074,11 @@ impl<C: CommitterKind> Worker<'_, C> {
                 Err(error) => {
                     // Without the stored offsets no record may be processed: wait for the store.
                     self.metrics.retried(&*error, backoff_ms);
+                    self.lock_progress().retrying(
+                        "reading the projection's stored offsets".to_owned(),
+                        error.to_string(),
+                        Instant::now(),
+                    );
                     tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                     backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
                 }
@@ -895,7 +1097,22 @@ impl<C: CommitterKind> Worker<'_, C> {
                 for (topic, partition) in partitions {
                     list.add_partition(topic, *partition);
                 }
-                let committed = consumer.committed_offsets(list, TXN_TIMEOUT)?;
+                let committed = loop {
+                    match consumer.committed_offsets(list.clone(), TXN_TIMEOUT) {
+                        Ok(committed) => break committed,
+                        Err(error) => {
+                            // Without the committed offsets no record may be processed.
+                            self.metrics.retried(&error, backoff_ms);
+                            self.lock_progress().retrying(
+                                "reading the committed offsets".to_owned(),
+                                error.to_string(),
+                                Instant::now(),
+                            );
+                            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                            backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
+                        }
+                    }
+                };
                 for element in committed.elements() {
                     let offset = match element.offset() {
                         Offset::Offset(offset) => Offset::Offset(offset),
@@ -905,16 +1122,26 @@ impl<C: CommitterKind> Worker<'_, C> {
                 }
             }
         }
-        self.sought.extend(partitions.iter().cloned());
+        self.lock_progress().retried();
+        self.sought.extend(partitions.iter().map(|tp| (tp.clone(), u64::MAX)));
         for (topic, partition, offset) in positions {
-            match consumer.seek(&topic, partition, offset, TXN_TIMEOUT) {
-                Ok(()) => {
-                    let floor = if let Offset::Offset(next) = offset { next } else { 0 };
-                    self.skip_below.insert((topic, partition), floor);
+            let floor = if let Offset::Offset(next) = offset { next } else { 0 };
+            let tp = (topic, partition);
+            if !self.lock_progress().is_assigned(&tp) {
+                continue; // its next owner starts from the committed offset anyway
+            }
+            self.lock_progress().committed(&tp.0, partition, floor, Instant::now());
+            // Records below the floor are skipped even if the seek does not take (a partition
+            // whose fetcher has not started yet refuses seeks for a moment): retried briefly.
+            self.skip_below.insert(tp.clone(), floor);
+            let mut attempts = 0;
+            while let Err(error) = consumer.seek(&tp.0, partition, offset, TXN_TIMEOUT) {
+                attempts += 1;
+                if attempts >= 50 || !self.lock_progress().is_assigned(&tp) {
+                    tracing::warn!(topic = tp.0, partition, error = %error, "seek failed; records below {floor} are skipped");
+                    break;
                 }
-                Err(error) => {
-                    tracing::debug!(topic, partition, error = %error, "not rewound (no longer assigned)");
-                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         Ok(())
@@ -940,6 +1167,35 @@ async fn restore_state<H: Handler>(
     .await?;
     tracing::info!(agent, state_topic, records, elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
     Ok(())
+}
+
+/// `text`, cut at a character boundary to at most `max` bytes, saying how much was cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes cut)", &text[..end], text.len() - end)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The reason code of a record whose outputs exceed what the producer may send.
+pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
+
+/// Produce errors that retrying the same record can never fix.
+fn is_unproducible(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+    )
 }
 
 /// A dead letter always fits its own schema; failing here means the embedded schemas are broken.
@@ -989,19 +1245,49 @@ fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
 /// Callbacks librdkafka runs inside `recv`: rebalances and statistics.
 struct RuntimeContext {
     metrics: RuntimeMetrics,
-    /// Partitions revoked since the loop last looked.
-    revoked: Mutex<Vec<(String, i32)>>,
+    progress: Arc<Mutex<Progress>>,
+    /// Counts rebalance callbacks: a record received after the count moved was fetched for
+    /// the new assignment.
+    epoch: AtomicU64,
+    /// Partitions revoked since the loop last looked, with the epoch of the revocation.
+    revoked: Mutex<Vec<((String, i32), u64)>>,
     /// Partitions assigned since the loop last looked (projections seek them).
     assigned: Mutex<Vec<(String, i32)>>,
 }
 
+impl RuntimeContext {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+}
+
 impl ClientContext for RuntimeContext {
+    /// End offsets for the lag metric, and whether any broker is reachable.
     fn stats(&self, statistics: Statistics) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
-                if *partition >= 0 && stats.consumer_lag >= 0 {
-                    self.metrics.lag(topic, *partition, stats.consumer_lag);
+                if *partition >= 0 {
+                    progress.end_offsets(
+                        topic,
+                        *partition,
+                        EndOffsets {
+                            stable: stats.ls_offset,
+                            fetch_next: stats.next_offset,
+                            queued: stats.fetchq_cnt,
+                            kafka_committed: stats.committed_offset,
+                        },
+                    );
                 }
+            }
+        }
+        // Learned brokers have a node id; bootstrap entries (-1) do not count.
+        let brokers: Vec<_> = statistics.brokers.values().filter(|b| b.nodeid >= 0).collect();
+        if !brokers.is_empty() {
+            if brokers.iter().any(|b| b.state == "UP") {
+                progress.kafka_error(None);
+            } else {
+                progress.kafka_error(Some(format!("none of the {} known brokers is reachable", brokers.len())));
             }
         }
     }
@@ -1011,19 +1297,74 @@ impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
-                tracing::info!(partitions = list.count(), "partitions revoked");
+                let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+                tracing::info!(partitions = list.count(), epoch, "partitions revoked");
+                self.metrics.rebalanced("revoked", list.count());
                 let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+                let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
                 for element in list.elements() {
-                    self.metrics.forget_lag(element.topic(), element.partition());
-                    revoked.push((element.topic().to_owned(), element.partition()));
+                    let partition = (element.topic().to_owned(), element.partition());
+                    progress.revoked(&partition);
+                    revoked.push((partition, epoch));
                 }
             }
             Rebalance::Assign(list) => {
-                tracing::info!(partitions = list.count(), "partitions assigned");
+                let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+                tracing::info!(partitions = list.count(), epoch, "partitions assigned");
+                self.metrics.rebalanced("assigned", list.count());
                 let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
-                assigned.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+                for element in list.elements() {
+                    let partition = (element.topic().to_owned(), element.partition());
+                    progress.assigned(partition.clone(), Instant::now());
+                    assigned.push(partition);
+                }
             }
             Rebalance::Error(error) => tracing::warn!(error = %error, "rebalance error"),
         }
+    }
+}
+
+/// Refreshes the lag metric and the agent's readiness check from [`Progress`] every second,
+/// on its own task, so that both stay true while the loop is blocked in a retry.
+struct Watchdog(tokio::task::JoinHandle<()>);
+
+impl Watchdog {
+    fn spawn(
+        agent: &'static str,
+        progress: Arc<Mutex<Progress>>,
+        health: Health,
+        metrics: RuntimeMetrics,
+        stall_after: Duration,
+    ) -> Self {
+        Self(tokio::spawn(async move {
+            let mut reported: Vec<(String, i32)> = Vec::new();
+            let mut ticks = tokio::time::interval(WATCHDOG_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let report = progress.lock().unwrap_or_else(|e| e.into_inner()).report(Instant::now(), stall_after);
+                for tp in &reported {
+                    if !report.lag.iter().any(|(reported, _)| reported == tp) {
+                        metrics.forget_partition(&tp.0, tp.1);
+                    }
+                }
+                for ((topic, partition), records) in &report.lag {
+                    let stalled = report.stalled.iter().any(|((t, p), _, _)| p == partition && t == topic);
+                    metrics.lag(topic, *partition, *records, stalled);
+                }
+                reported = report.lag.into_iter().map(|(tp, _)| tp).collect();
+                match report.unready {
+                    None => health.set(agent, true),
+                    Some(reason) => health.set_unavailable(agent, reason),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -73,3 +73,10 @@ pub fn connect(config: &PostgresConfig) -> Result<Pool, StorageError> {
         .build()
         .map_err(|e| StorageError::Pool(e.to_string()))
 }
+
+/// One round trip to the server (`SELECT 1`): the readiness probe of a service that writes
+/// PostgreSQL. The error says why it cannot.
+pub async fn ping(pool: &Pool) -> Result<(), String> {
+    let client = pool.get().await.map_err(|e| format!("postgres: {e}"))?;
+    client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| format!("postgres: {e}"))
+}

@@ -155,7 +155,7 @@ pub async fn start_service(
     tracing::info!(config = ?settings, "starting");
     let health = Health::new();
     for check in checks {
-        health.set(check, false);
+        health.set(*check, false);
     }
     let (http_addr, http) = serve_http(config.http_addr, health.clone(), std::future::pending()).await?;
     tracing::info!(%http_addr, "serving /metrics /healthz /readyz");

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -105,13 +105,46 @@ impl Drop for Service {
 }
 
 pub fn http_ok(port: u16, path: &str) -> bool {
+    http_get(port, path).is_some_and(|response| response.starts_with("HTTP/1.1 200"))
+}
+
+/// The whole HTTP/1.1 response (status line, headers, body) to `GET path`, if any came.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).is_err() {
-        return false;
-    }
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200")
+    (!response.is_empty()).then_some(response)
+}
+
+/// Polls `/readyz` until its status line starts with `status` (e.g. `"HTTP/1.1 503"`), for
+/// at most `within`; returns the response and how long it took, or panics with the last one.
+pub fn wait_readyz(port: u16, status: &str, within: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < within {
+        if let Some(response) = http_get(port, "/readyz") {
+            if response.starts_with(status) {
+                return (response, started.elapsed());
+            }
+            last = Some(response);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("/readyz on port {port} did not answer {status} within {within:?}; last answer: {last:?}");
+}
+
+/// Every sample of metric `name` on the service's `/metrics`: `(labels, value)`.
+pub fn scrape(port: u16, name: &str) -> Vec<(String, f64)> {
+    let Some(response) = http_get(port, "/metrics") else { return Vec::new() };
+    response
+        .lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series[name.len()..].to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }

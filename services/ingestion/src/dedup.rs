@@ -47,6 +47,11 @@ impl Deduplicator {
         Ok(Self { connection, window_secs })
     }
 
+    /// One round trip (`PING`): the readiness probe.
+    pub async fn ping(&mut self) -> Result<(), redis::RedisError> {
+        redis::cmd("PING").query_async::<String>(&mut self.connection).await.map(|_| ())
+    }
+
     /// True when this record is the first with its identity inside the window (or is that
     /// first record, handled again).
     pub async fn first_seen(

@@ -96,7 +96,7 @@ impl Handler for Ingestion {
         let mut claims = Vec::with_capacity(inputs.len());
         for (input, source) in inputs {
             let sensor = self.registry.sensor(&input.payload.sensor_id);
-            if let Verdict::Valid(_) = validate::validate(input, sensor.as_deref(), now, &self.policy) {
+            if let Verdict::Valid(_) = validate::validate(input, source.key, sensor.as_deref(), now, &self.policy) {
                 positions.push((source.partition, source.offset));
                 let p = &input.payload;
                 claims.push(dedup::Claim::new(&p.sensor_id, input.header.occurred_at, p.sequence, source));
@@ -111,7 +111,8 @@ impl Handler for Ingestion {
 
     async fn handle(&mut self, input: &Envelope<SensorReading>, source: &Source<'_>) -> Result<Outputs, HandleError> {
         let sensor = self.registry.sensor(&input.payload.sensor_id);
-        let validated = match validate::validate(input, sensor.as_deref(), Timestamp::now(), &self.policy) {
+        let verdict = validate::validate(input, source.key, sensor.as_deref(), Timestamp::now(), &self.policy);
+        let validated = match verdict {
             Verdict::Valid(validated) => validated,
             Verdict::Rejected(rejection) => return Err(rejection.into()),
         };

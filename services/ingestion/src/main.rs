@@ -26,6 +26,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to Redis (SM_REDIS__URL)")?;
     health.set("redis", true);
+    let probed = dedup.clone();
+    let _probe = health.probe("redis", std::time::Duration::from_secs(2), move || {
+        let mut dedup = probed.clone();
+        async move { dedup.ping().await.map_err(|e| format!("redis: {e}")) }
+    });
     let (registry, follower) =
         sm_ingestion::registry::follow(&config.kafka, topics::ASSETS).await.context("loading the asset registry")?;
     let runtime =

@@ -1,6 +1,9 @@
 //! The ingestion agent on the real stack (Kafka + Redis): every kind of bad reading is
 //! dead-lettered with its reason, duplicates are suppressed across two instances, units are
 //! normalised, and the same record handled twice is not mistaken for its own duplicate.
+//!
+//! Every record is keyed by its envelope's asset id, as every producer must key asset topics;
+//! the cases that break that rule say so.
 
 use sm_domain::{
     AssetId, AssetRegistered, Codec, Envelope, RejectedReading, SensorReading, SensorSpec, TenantId, Timestamp,
@@ -40,9 +43,9 @@ fn reading(
     )
 }
 
-/// A record to send: value, headers, and the reason it must be dead-lettered with (`None`:
-/// it must pass).
-type Case = (Vec<u8>, Vec<(String, String)>, Option<&'static str>);
+/// A record to send: key, value, headers, and the reason it must be dead-lettered with
+/// (`None`: it must pass).
+type Case = (Vec<u8>, Vec<u8>, Vec<(String, String)>, Option<&'static str>);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validates_normalises_dead_letters_and_deduplicates_across_instances() {
@@ -78,8 +81,12 @@ async fn validates_normalises_dead_letters_and_deduplicates_across_instances() {
 
     // (record, expected reason or None when valid)
     let mut cases: Vec<Case> = Vec::new();
+    let mut keyed = |key: &str, e: Envelope<SensorReading>, reason: Option<&'static str>| {
+        cases.push((key.as_bytes().to_vec(), codec.encode(&e).unwrap(), vec![], reason))
+    };
     let mut avro = |e: Envelope<SensorReading>, reason: Option<&'static str>| {
-        cases.push((codec.encode(&e).unwrap(), vec![], reason))
+        let key = e.header.asset_id.as_str().to_owned();
+        keyed(&key, e, reason)
     };
     for i in 0..50 {
         avro(reading(&pump, &temperature, 20.0 + i as f64, "degC", -1000, i), None);
@@ -94,24 +101,35 @@ async fn validates_normalises_dead_letters_and_deduplicates_across_instances() {
     avro(reading(&pump, &temperature, 1.0, "degC", 3_600_000, 906), Some("future_timestamp"));
     avro(reading(&pump, &temperature, 1.0, "degC", -7 * 86_400_000, 907), Some("too_old"));
     avro(reading(&pump, "", 1.0, "degC", 0, 908), Some("missing_field"));
-    cases.push((b"\x00garbage".to_vec(), vec![], Some("unknown_schema")));
-    cases.push((b"not avro at all".to_vec(), vec![], Some("not_avro")));
+    let mut ancient = reading(&pump, &temperature, 1.0, "degC", 0, 909);
+    ancient.header.occurred_at = Timestamp(i64::MIN);
+    avro(ancient, Some("invalid_timestamp"));
+    let mut mislabelled = reading(&pump, &temperature, 1.0, "degC", 0, 910);
+    mislabelled.header.event_type = "AnomalyDetected".into();
+    avro(mislabelled, Some("wrong_event_type"));
+    keyed("another-asset", reading(&pump, &temperature, 1.0, "degC", 0, 911), Some("key_mismatch"));
+    // testkit sends an empty key where a producer would send none; both are no key.
+    keyed("", reading(&pump, &temperature, 1.0, "degC", 0, 912), Some("missing_key"));
+    let key = || pump.clone().into_bytes();
+    cases.push((key(), b"\x00garbage".to_vec(), vec![], Some("unknown_schema")));
+    cases.push((key(), b"not avro at all".to_vec(), vec![], Some("not_avro")));
+    cases.push((key(), Vec::new(), vec![], Some("empty_record")));
+    let text_header = vec![("content-type".to_owned(), "text/plain".to_owned())];
+    let labelled = codec.encode(&reading(&pump, &temperature, 1.0, "degC", 0, 913)).unwrap();
+    cases.push((key(), labelled, text_header, Some("unsupported_content_type")));
     let json_header = vec![("content-type".to_owned(), "application/json".to_owned())];
     let now_ms = Timestamp::now().0 / 1000;
     cases.push((
+        key(),
         format!(r#"{{"asset_id":"{pump}","sensor_id":"{temperature}","timestamp_ms":{now_ms},"value":98.6,"unit":"degF","sequence":777}}"#).into_bytes(),
         json_header.clone(),
         None,
     ));
-    cases.push((br#"{"asset_id":"x"}"#.to_vec(), json_header, Some("invalid_json")));
-    let valid = cases.iter().filter(|c| c.2.is_none()).count();
+    cases.push((key(), br#"{"asset_id":"x"}"#.to_vec(), json_header, Some("invalid_json")));
+    let valid = cases.iter().filter(|c| c.3.is_none()).count();
     let mut records: Vec<Record> = cases
         .iter()
-        .map(|(value, headers, _)| Record {
-            key: pump.clone().into_bytes(),
-            value: value.clone(),
-            headers: headers.clone(),
-        })
+        .map(|(key, value, headers, _)| Record { key: key.clone(), value: value.clone(), headers: headers.clone() })
         .collect();
     // Every valid Avro reading is sent a second time: byte-identical duplicates.
     let duplicates: Vec<Record> = records.iter().take(50).cloned().collect();
@@ -171,13 +189,24 @@ async fn validates_normalises_dead_letters_and_deduplicates_across_instances() {
     assert!((json.payload.value - 37.0).abs() < 1e-9, "98.6 degF from a JSON gateway is 37 degC");
 
     let mut reasons: HashMap<String, usize> = HashMap::new();
+    let mut details: HashMap<String, String> = HashMap::new();
     for record in &dead {
         let letter: Envelope<RejectedReading> = codec.decode(&record.value, None).unwrap();
         assert_eq!(letter.payload.agent, "ingestion");
-        *reasons.entry(letter.payload.reason_code).or_default() += 1;
+        // Even for a reading at i64::MIN: every Avro reader must be able to read the letter.
+        assert!(letter.header.occurred_at.in_range(), "dead letter at {:?}", letter.header.occurred_at);
+        assert_eq!(letter.payload.original_size, letter.payload.original.len() as i64, "small records are kept whole");
+        *reasons.entry(letter.payload.reason_code.clone()).or_default() += 1;
+        details.insert(letter.payload.reason_code, letter.payload.detail);
     }
+    let detail = |reason: &str| details.get(reason).map_or("", String::as_str);
+    assert!(detail("empty_record").starts_with("the record has no value (0 bytes)"), "{details:?}");
+    assert!(detail("unsupported_content_type").contains(r#""text/plain""#), "{details:?}");
+    assert!(detail("wrong_event_type").contains(r#""AnomalyDetected""#), "{details:?}");
+    assert!(detail("key_mismatch").contains(r#""another-asset""#), "{details:?}");
+    assert!(detail("invalid_timestamp").contains(&i64::MIN.to_string()), "{details:?}");
     let mut expected: HashMap<String, usize> = HashMap::new();
-    for (_, _, reason) in &cases {
+    for (_, _, _, reason) in &cases {
         if let Some(reason) = reason {
             *expected.entry((*reason).to_owned()).or_default() += 1;
         }
@@ -191,8 +220,8 @@ async fn the_same_record_handled_again_is_not_its_own_duplicate() {
     let mut dedup = Deduplicator::connect(&stack.redis_url, 60).await.unwrap();
     let sensor = unique("sensor").into();
     let at = Timestamp::now();
-    let first = Source { topic: "raw", partition: 1, offset: 10 };
-    let resent = Source { topic: "raw", partition: 4, offset: 99 };
+    let first = Source { topic: "raw", partition: 1, offset: 10, key: None };
+    let resent = Source { topic: "raw", partition: 4, offset: 99, key: None };
     assert!(dedup.first_seen(&sensor, at, 1, &first).await.unwrap());
     assert!(dedup.first_seen(&sensor, at, 1, &first).await.unwrap(), "a retry of the same record");
     assert!(!dedup.first_seen(&sensor, at, 1, &resent).await.unwrap(), "a copy sent again");

@@ -8,6 +8,9 @@ use sm_projector::{
 };
 use sm_storage::ProjectionWriter;
 
+/// How often PostgreSQL is checked for `/readyz`, also while nothing is being written.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ProjectorConfig::load().context("loading configuration")?;
@@ -20,6 +23,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("migrating the read models (is PostgreSQL at SM_POSTGRES__URL?)")?;
     health.set("postgres", true);
+    let probed = pool.clone();
+    let _probe = health.probe("postgres", PROBE_INTERVAL, move || {
+        let pool = probed.clone();
+        async move { sm_storage::ping(&pool).await }
+    });
     tracing::info!(?flavor, "read models ready");
     sm_kafka::ensure_topics(
         &config.kafka,
@@ -57,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         &[topics::ASSETS],
         topics::PROJECTIONS_REJECTED,
     )?
+    .with_health(health.clone())
     .run_projection(ProjectionWriter::new(pool.clone(), AssetsProjection), signal());
     let alerts = sm_kafka::Runtime::new(
         config.kafka.clone(),
@@ -64,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         &[topics::ANOMALIES, topics::DRIFT],
         topics::PROJECTIONS_REJECTED,
     )?
+    .with_health(health.clone())
     .run_projection(ProjectionWriter::new(pool.clone(), AlertsProjection), signal());
     let predictions = sm_kafka::Runtime::new(
         config.kafka.clone(),
@@ -71,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         &[topics::PREDICTIONS],
         topics::PROJECTIONS_REJECTED,
     )?
+    .with_health(health.clone())
     .run_projection(ProjectionWriter::new(pool.clone(), PredictionsProjection), signal());
     tokio::spawn(async move {
         sm_telemetry::shutdown_signal().await;

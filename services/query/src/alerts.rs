@@ -16,7 +16,7 @@ use crate::error::QueryError;
 use crate::feed::{AlertFeed, Subscription};
 use crate::metrics::observe;
 use futures::Stream;
-use sm_domain::{AnomalyDetected, Contribution, DriftDetected, SensorId, Timestamp};
+use sm_domain::{AnomalyDetected, Contribution, DriftDetected, QUOTE_MAX_CHARS, SensorId, Timestamp, quote};
 use sm_proto::convert::{self, AlertOrigin};
 use sm_proto::v1::{self, alert_service_server::AlertService};
 use sm_storage::Pool;
@@ -210,6 +210,17 @@ pub(crate) fn time_range(
     Ok((from, to))
 }
 
+/// An anomaly scope filter: `sensor`, `asset`, or empty for both.
+fn anomaly_scope(scope: String) -> Result<String, QueryError> {
+    match scope.as_str() {
+        "" | AnomalyDetected::SCOPE_SENSOR | AnomalyDetected::SCOPE_ASSET => Ok(scope),
+        other => {
+            let other = quote(other, QUOTE_MAX_CHARS);
+            Err(QueryError::invalid("scope", format!("{other}: use sensor, asset, or leave it empty")))
+        }
+    }
+}
+
 /// `min_severity`: 0 to 5.
 fn min_severity(value: i32) -> Result<i32, QueryError> {
     if !(0..=MAX_SEVERITY).contains(&value) {
@@ -380,12 +391,7 @@ impl Alerts {
         request: v1::ListAnomaliesRequest,
     ) -> Result<v1::ListAnomaliesResponse, QueryError> {
         let (from, to) = time_range(request.from.as_ref(), request.to.as_ref())?;
-        let scope = match request.scope.as_str() {
-            "" | AnomalyDetected::SCOPE_SENSOR | AnomalyDetected::SCOPE_ASSET => request.scope,
-            other => {
-                return Err(QueryError::invalid("scope", format!("{other:?}: use sensor, asset, or leave it empty")));
-            }
-        };
+        let scope = anomaly_scope(request.scope)?;
         let filter = AlertFilter {
             asset_id: request.asset_id,
             sensor_id: request.sensor_id,
@@ -507,6 +513,17 @@ mod tests {
         assert!(sensor.matches(&anomaly("p", "p.t", 1)) && sensor.matches(&stale("p")));
         assert!(!sensor.matches(&anomaly("p", "", 4)), "asset-scope anomalies have no sensor");
         assert!(!all.matches(&v1::Alert { kind: None }));
+    }
+
+    #[test]
+    fn scopes_other_than_sensor_or_asset_are_refused_quoted_short() {
+        for scope in ["", "sensor", "asset"] {
+            assert_eq!(anomaly_scope(scope.into()).unwrap(), scope);
+        }
+        let status = Status::from(anomaly_scope("sensors".into()).unwrap_err());
+        assert!(status.message().starts_with("scope: \"sensors\": use sensor, asset"), "{}", status.message());
+        let status = Status::from(anomaly_scope("s".repeat(100_000)).unwrap_err());
+        assert!(status.message().len() < 200 && status.message().contains("99936 bytes cut"), "{}", status.message());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::metrics::observe;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sm_domain::units::{SENSOR_TYPES, canonical_unit};
-use sm_domain::{AssetId, AssetRegistered, Codec, Envelope, SensorSpec, TenantId, Timestamp};
+use sm_domain::{AssetId, AssetRegistered, Codec, Envelope, QUOTE_MAX_CHARS, SensorSpec, TenantId, Timestamp, quote};
 use sm_kafka::trace::{TRACEPARENT, TraceParent};
 use sm_proto::convert::to_timestamp;
 use sm_proto::v1::{self, asset_service_server::AssetService};
@@ -126,22 +126,27 @@ pub fn validate_registration(request: v1::RegisterAssetRequest) -> Result<Regist
         if !seen.insert(sensor.sensor_id.clone()) {
             return Err(QueryError::invalid(
                 field("sensor_id"),
-                format!("{:?} is listed twice; sensor ids must be unique", sensor.sensor_id),
+                format!("{} is listed twice; sensor ids must be unique", quote(&sensor.sensor_id, QUOTE_MAX_CHARS)),
             ));
         }
         let Some(canonical) = canonical_unit(&sensor.sensor_type) else {
             let known: Vec<&str> = SENSOR_TYPES.iter().map(|(t, _)| *t).collect();
             return Err(QueryError::invalid(
                 field("sensor_type"),
-                format!("unknown type {:?}; use one of {}", sensor.sensor_type, known.join(", ")),
+                format!(
+                    "unknown type {}; use one of {}",
+                    quote(&sensor.sensor_type, QUOTE_MAX_CHARS),
+                    known.join(", ")
+                ),
             ));
         };
         if sensor.unit != canonical {
             return Err(QueryError::invalid(
                 field("unit"),
                 format!(
-                    "{:?} is not the canonical unit of {}; register {canonical} (ingestion converts readings sent in other units)",
-                    sensor.unit, sensor.sensor_type
+                    "{} is not the canonical unit of {}; register {canonical} (ingestion converts readings sent in other units)",
+                    quote(&sensor.unit, QUOTE_MAX_CHARS),
+                    sensor.sensor_type
                 ),
             ));
         }
@@ -177,7 +182,10 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<(), QueryError> {
         return Err(QueryError::invalid(field, "is required"));
     }
     if id.trim() != id || id.chars().any(char::is_control) {
-        return Err(QueryError::invalid(field, format!("{id:?} has surrounding whitespace or control characters")));
+        return Err(QueryError::invalid(
+            field,
+            format!("{} has surrounding whitespace or control characters", quote(id, QUOTE_MAX_CHARS)),
+        ));
     }
     Ok(())
 }
@@ -374,6 +382,25 @@ mod tests {
         r.sensors[1].sensor_id = String::new();
         assert_eq!(refused(r), "sensors[1].sensor_id: is required");
         assert!(refused(v1::RegisterAssetRequest { tenant_id: "a\n".into(), ..request() }).starts_with("tenant_id:"));
+    }
+
+    #[test]
+    fn what_the_client_sent_is_quoted_short() {
+        let huge = "x".repeat(100_000);
+        let mut requests = vec![v1::RegisterAssetRequest { asset_id: format!(" {huge}"), ..request() }];
+        let mut r = request();
+        r.sensors = vec![sensor(&huge, "temperature", "degC"), sensor(&huge, "temperature", "degC")];
+        requests.push(r);
+        let mut r = request();
+        r.sensors[0].sensor_type = huge.clone();
+        requests.push(r);
+        let mut r = request();
+        r.sensors[0].unit = huge.clone();
+        requests.push(r);
+        for request in requests {
+            let message = refused(request);
+            assert!(message.len() < 400 && message.contains("bytes cut"), "{message}");
+        }
     }
 
     #[test]

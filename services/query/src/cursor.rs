@@ -15,6 +15,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sm_domain::{QUOTE_MAX_CHARS, quote};
 
 const VERSION: u8 = 1;
 const KIND_READINGS: u8 = 1;
@@ -229,8 +230,8 @@ impl Cursor {
 impl std::fmt::Display for ReadingFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.subject {
-            Subject::Asset(id) => write!(f, "asset_id={id:?}")?,
-            Subject::Sensor(id) => write!(f, "sensor_id={id:?}")?,
+            Subject::Asset(id) => write!(f, "asset_id={}", quote(id, QUOTE_MAX_CHARS))?,
+            Subject::Sensor(id) => write!(f, "sensor_id={}", quote(id, QUOTE_MAX_CHARS))?,
         }
         let bound = |b: Option<i64>| b.map_or_else(|| "unset".to_owned(), |micros| format!("{micros}µs"));
         write!(f, ", start={}, end={}", bound(self.start), bound(self.end))
@@ -242,10 +243,10 @@ impl std::fmt::Display for AlertFilter {
         let bound = |b: Option<i64>| b.map_or_else(|| "unset".to_owned(), |micros| format!("{micros}µs"));
         write!(
             f,
-            "asset_id={:?}, sensor_id={:?}, scope={:?}, min_severity={}, from={}, to={}, include_backfill={}",
-            self.asset_id,
-            self.sensor_id,
-            self.scope,
+            "asset_id={}, sensor_id={}, scope={}, min_severity={}, from={}, to={}, include_backfill={}",
+            quote(&self.asset_id, QUOTE_MAX_CHARS),
+            quote(&self.sensor_id, QUOTE_MAX_CHARS),
+            quote(&self.scope, QUOTE_MAX_CHARS),
             self.min_severity,
             bound(self.from),
             bound(self.to),
@@ -257,7 +258,13 @@ impl std::fmt::Display for AlertFilter {
 impl std::fmt::Display for PredictionFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let bound = |b: Option<i64>| b.map_or_else(|| "unset".to_owned(), |micros| format!("{micros}µs"));
-        write!(f, "asset_id={:?}, from={}, to={}", self.asset_id, bound(self.from), bound(self.to))
+        write!(
+            f,
+            "asset_id={}, from={}, to={}",
+            quote(&self.asset_id, QUOTE_MAX_CHARS),
+            bound(self.from),
+            bound(self.to)
+        )
     }
 }
 
@@ -473,5 +480,16 @@ mod tests {
         assert_eq!(filter.to_string(), "asset_id=\"pump-7\", start=-5µs, end=1764000000000000µs");
         let filter = PredictionFilter { asset_id: String::new(), from: Some(3), to: None };
         assert_eq!(filter.to_string(), "asset_id=\"\", from=3µs, to=unset");
+    }
+
+    #[test]
+    fn filters_quote_long_ids_short() {
+        let filter = PredictionFilter { asset_id: "p".repeat(100_000), from: None, to: None };
+        let text = filter.to_string();
+        assert!(text.len() < 200 && text.contains("99936 bytes cut"), "{text}");
+        let filter =
+            AlertFilter { sensor_id: "s".repeat(100_000), scope: "q".repeat(100_000), ..AlertFilter::default() };
+        let text = CursorError::FilterMismatch { issued: filter.to_string() }.to_string();
+        assert!(text.len() < 500 && text.matches("99936 bytes cut").count() == 2, "{text}");
     }
 }

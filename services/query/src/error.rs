@@ -7,8 +7,12 @@
 //! with backoff), `RESOURCE_EXHAUSTED` (an alert stream fell behind: reconnect) and, for bugs
 //! only, `INTERNAL`. Database, object-store and broker errors are logged in full here and reach
 //! the client as a short message: their text can hold table names, addresses or SQL.
+//!
+//! What the client sent (an id, a name, a selector) is quoted with [`sm_domain::quote`]: at
+//! most [`QUOTE_MAX_CHARS`] characters of it, so a 100 kB id is not echoed back whole.
 
 use crate::cursor::CursorError;
+use sm_domain::{QUOTE_MAX_CHARS, quote};
 use sm_registry::RegistryError;
 use tonic::Status;
 
@@ -21,15 +25,22 @@ pub enum QueryError {
     /// The page token cannot be used (damaged, from another method, other filters).
     #[error("page_token {0}")]
     InvalidCursor(#[from] CursorError),
-    #[error("asset {0:?} not found; it may be registered but not projected yet (reads are eventually consistent)")]
+    #[error(
+        "asset {} not found; it may be registered but not projected yet (reads are eventually consistent)",
+        quote(.0, QUOTE_MAX_CHARS)
+    )]
     AssetNotFound(String),
-    #[error("sensor {0:?} has no readings and is not registered; check sensor_id (GetAsset lists an asset's sensors)")]
+    #[error(
+        "sensor {} has no readings and is not registered; check sensor_id (GetAsset lists an asset's sensors)",
+        quote(.0, QUOTE_MAX_CHARS)
+    )]
     SensorNotFound(String),
     /// A time window of an on-demand check holds no readings of the sensor.
     #[error(
-        "the {window} window [{from}, {to}) holds no readings of sensor {sensor_id:?}; move or widen it ({window}_from, {window}_to)",
+        "the {window} window [{from}, {to}) holds no readings of sensor {sensor}; move or widen it ({window}_from, {window}_to)",
         from = crate::args::display_time(*.from_micros),
-        to = crate::args::display_time(*.to_micros)
+        to = crate::args::display_time(*.to_micros),
+        sensor = quote(.sensor_id, QUOTE_MAX_CHARS)
     )]
     EmptyWindow { window: &'static str, sensor_id: String, from_micros: i64, to_micros: i64 },
     /// The alert feed (the Kafka consumer behind `StreamAlerts`) is not live.
@@ -154,13 +165,30 @@ impl From<QueryError> for Status {
     }
 }
 
+/// Why `name` is not a model name. The registry's own message says the same but quotes the
+/// name whole.
+pub(crate) fn invalid_model_name(name: &str) -> String {
+    format!(
+        "model name {} is not valid: use 1 to 100 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
+        quote(name, QUOTE_MAX_CHARS)
+    )
+}
+
+/// Why `text` is not a version selector (the registry's message quotes it whole).
+pub(crate) fn invalid_selector(text: &str) -> String {
+    format!(
+        "invalid version selector {}: use auto, production, staging or a version number (1, 2, ...)",
+        quote(text, QUOTE_MAX_CHARS)
+    )
+}
+
 /// The registry's errors: the client's mistakes with the registry's own message (it says
 /// what to do), infrastructure with a short one.
 fn registry_status(error: RegistryError) -> Status {
     match error {
-        RegistryError::InvalidName(_) | RegistryError::InvalidSelector(_) => {
-            Status::invalid_argument(error.to_string())
-        }
+        // The client's own text: quoted short here, as the registry's message has it whole.
+        RegistryError::InvalidName(name) => Status::invalid_argument(invalid_model_name(&name)),
+        RegistryError::InvalidSelector(text) => Status::invalid_argument(invalid_selector(&text)),
         RegistryError::UnknownModel(_) | RegistryError::UnknownVersion { .. } | RegistryError::NoVersion { .. } => {
             Status::not_found(error.to_string())
         }
@@ -262,6 +290,22 @@ mod tests {
         let source = sm_models::ModelError::UnsupportedFormat { found: 2, supported: 1 };
         let status = Status::from(QueryError::UnreadableArtifact { name: "m".into(), version: 2, source });
         assert_eq!(status.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn ids_the_client_sent_are_quoted_short() {
+        let status = Status::from(QueryError::AssetNotFound("p-1".into()));
+        assert!(status.message().starts_with("asset \"p-1\" not found"), "{}", status.message());
+        let huge = "x".repeat(100_000);
+        let statuses = [
+            Status::from(QueryError::AssetNotFound(huge.clone())),
+            Status::from(QueryError::SensorNotFound(huge.clone())),
+            Status::from(QueryError::EmptyWindow { window: "current", sensor_id: huge, from_micros: 1, to_micros: 2 }),
+        ];
+        for status in statuses {
+            assert!(status.message().len() < 400, "{} bytes", status.message().len());
+            assert!(status.message().contains("99936 bytes cut"), "{}", status.message());
+        }
     }
 
     #[test]

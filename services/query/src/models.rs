@@ -13,7 +13,7 @@
 //! running models (`crate::predictions`).
 
 use crate::assets::{DEFAULT_TENANT, PRODUCER, check_id};
-use crate::error::QueryError;
+use crate::error::{QueryError, invalid_model_name, invalid_selector};
 use crate::metrics::observe;
 use sm_domain::{AssetId, DomainEvent, Envelope, TenantId, Timestamp, rfc3339};
 use sm_kafka::Announcer;
@@ -54,7 +54,7 @@ pub fn model_name(field: &str, name: &str) -> Result<String, QueryError> {
             "is required: the model's name in the registry (ListModels lists them)",
         ));
     }
-    sm_registry::validate_model_name(name).map_err(|e| QueryError::invalid(field, e.to_string()))?;
+    sm_registry::validate_model_name(name).map_err(|_| QueryError::invalid(field, invalid_model_name(name)))?;
     Ok(name.to_owned())
 }
 
@@ -63,7 +63,7 @@ pub fn selector(text: &str) -> Result<Selector, QueryError> {
     if text.is_empty() {
         return Ok(Selector::Auto);
     }
-    text.parse().map_err(|e: sm_registry::RegistryError| QueryError::invalid("selector", e.to_string()))
+    text.parse().map_err(|_: sm_registry::RegistryError| QueryError::invalid("selector", invalid_selector(text)))
 }
 
 /// A version number: 1 or more, and within the registry's column (`i32`).
@@ -284,7 +284,7 @@ impl ModelService for Models {
 mod tests {
     use super::*;
     use sm_models::{ModelKind, TrainingData};
-    use sm_registry::{ArtifactRef, Stage};
+    use sm_registry::{ArtifactRef, RegistryError, Stage};
     use std::collections::BTreeMap;
 
     fn refused(result: Result<impl std::fmt::Debug, QueryError>) -> String {
@@ -306,6 +306,20 @@ mod tests {
         assert!(refused(reason("  ")).starts_with("reason: is required"));
         assert_eq!(tenant("").unwrap().as_str(), DEFAULT_TENANT);
         assert!(refused(tenant(" acme")).starts_with("tenant_id:"));
+    }
+
+    #[test]
+    fn long_names_and_selectors_are_quoted_short() {
+        let huge = "N".repeat(100_000);
+        for message in [refused(model_name("name", &huge)), refused(selector(&huge))] {
+            assert!(message.len() < 300 && message.contains("99936 bytes cut"), "{message}");
+        }
+        // The same through the registry's own errors.
+        for error in [RegistryError::InvalidName(huge.clone()), RegistryError::InvalidSelector(huge.clone())] {
+            let status = Status::from(QueryError::from(error));
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().len() < 300 && status.message().contains("bytes cut"), "{}", status.message());
+        }
     }
 
     #[test]

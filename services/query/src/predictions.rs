@@ -22,7 +22,7 @@ use crate::db::PgTimestamp;
 use crate::error::QueryError;
 use crate::metrics::observe;
 use crate::models::{RegistryHandle, model_name, selector};
-use sm_domain::Timestamp;
+use sm_domain::{QUOTE_MAX_CHARS, Timestamp, quote};
 use sm_models::ai4i::{ProcessSample, ProductType};
 use sm_models::{FailureClassifier, Model, RulRegressor};
 use sm_proto::convert::to_timestamp;
@@ -39,6 +39,9 @@ use tonic::{Request, Response, Status};
 /// Loaded models kept in memory at most. Each is a few MB at worst (300 trees); a deployment
 /// serves a handful of versions at a time, and an evicted one is simply loaded again.
 pub const MAX_CACHED_MODELS: usize = 16;
+
+/// How many of a request's unknown feature names an error lists (then "and N more").
+const MAX_UNKNOWN_LISTED: usize = 5;
 
 /// The inputs of a failure classifier that `Predict` takes by name; the model derives its
 /// other features (power, temperature difference, ...) from these and `product_type`.
@@ -185,7 +188,13 @@ fn named_values<S: AsRef<str>>(expected: &[S], given: &HashMap<String, f64>) -> 
             problems.push(format!("missing {}", missing.join(", ")));
         }
         if !unknown.is_empty() {
-            problems.push(format!("unknown {}", unknown.join(", ")));
+            // The client's names: each quoted short, and only the first few of them.
+            let mut listed: Vec<String> =
+                unknown.iter().take(MAX_UNKNOWN_LISTED).map(|name| quote(name, QUOTE_MAX_CHARS)).collect();
+            if unknown.len() > MAX_UNKNOWN_LISTED {
+                listed.push(format!("and {} more", unknown.len() - MAX_UNKNOWN_LISTED));
+            }
+            problems.push(format!("unknown {}", listed.join(", ")));
         }
         let names: Vec<&str> = expected.iter().map(AsRef::as_ref).collect();
         return Err(QueryError::invalid(
@@ -262,8 +271,10 @@ pub fn predict_failure(
 ) -> Result<Estimate, QueryError> {
     let product_type = match product_type.unwrap_or("") {
         "" => return Err(QueryError::invalid("product_type", "is required for a failure classifier: L, M or H")),
-        code => ProductType::from_code(code)
-            .ok_or_else(|| QueryError::invalid("product_type", format!("{code:?} is not a product type: L, M or H")))?,
+        code => ProductType::from_code(code).ok_or_else(|| {
+            let code = quote(code, QUOTE_MAX_CHARS);
+            QueryError::invalid("product_type", format!("{code} is not a product type: L, M or H"))
+        })?,
     };
     let values = named_values(&PROCESS_INPUTS, features)?;
     let sample = ProcessSample {
@@ -506,10 +517,24 @@ mod tests {
         assert_eq!(named_values(&expected, &features(&[("c", 3.0), ("a", 1.0), ("b", 2.0)])).unwrap(), [1.0, 2.0, 3.0]);
         let error =
             Status::from(named_values(&expected, &features(&[("a", 1.0), ("z", 0.0), ("y", 0.0)])).unwrap_err());
-        assert_eq!(error.message(), "features: missing b, c; unknown y, z; this model takes exactly: a, b, c");
+        assert_eq!(error.message(), "features: missing b, c; unknown \"y\", \"z\"; this model takes exactly: a, b, c");
         let error =
             Status::from(named_values(&expected, &features(&[("a", 1.0), ("b", f64::NAN), ("c", 0.0)])).unwrap_err());
         assert_eq!(error.message(), "features[\"b\"]: NaN is not finite");
+    }
+
+    #[test]
+    fn unknown_feature_names_are_quoted_short_and_only_the_first_few_listed() {
+        let expected = ["a"];
+        let mut given = features(&[("a", 1.0)]);
+        for i in 0..1_000 {
+            given.insert(format!("{i:04}{}", "n".repeat(100_000)), 0.0);
+        }
+        let message = Status::from(named_values(&expected, &given).unwrap_err()).message().to_owned();
+        assert!(message.len() < 1_000, "{} bytes: {}", message.len(), &message[..1_000]);
+        assert!(message.starts_with("features: unknown \"0000nnn"), "{message}");
+        assert!(message.contains("bytes cut") && message.contains("and 995 more"), "{message}");
+        assert!(message.ends_with("this model takes exactly: a"), "{message}");
     }
 
     #[test]
@@ -530,9 +555,11 @@ mod tests {
         ]);
         assert!(refused(predict_failure(&model, &inputs, None)).starts_with("product_type: is required"));
         assert!(refused(predict_failure(&model, &inputs, Some("X"))).starts_with("product_type: \"X\" is not"));
+        let long = refused(predict_failure(&model, &inputs, Some(&"X".repeat(100_000))));
+        assert!(long.len() < 200 && long.contains("bytes cut"), "{long}");
         let mut extra = inputs.clone();
         extra.insert("power_w".into(), 6_000.0);
-        assert!(refused(predict_failure(&model, &extra, Some("L"))).contains("unknown power_w"));
+        assert!(refused(predict_failure(&model, &extra, Some("L"))).contains("unknown \"power_w\""));
         let mut negative = inputs.clone();
         negative.insert("torque_nm".into(), -1.0);
         assert!(refused(predict_failure(&model, &negative, Some("L"))).starts_with("features: invalid input"));

@@ -404,7 +404,7 @@ async fn predict_runs_registered_models_and_explains_each_prediction() {
     let status = client.predict(v1::PredictRequest { features: missing, ..request.clone() }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let message = status.message();
-    assert!(message.starts_with(&format!("features: missing {}; unknown humidity;", names[0])), "{message}");
+    assert!(message.starts_with(&format!("features: missing {}; unknown \"humidity\";", names[0])), "{message}");
     assert!(message.contains(&names.join(", ")), "{message}");
     let typed = v1::PredictRequest { product_type: Some("L".into()), ..request.clone() };
     assert_eq!(client.predict(typed).await.unwrap_err().code(), Code::InvalidArgument);
