@@ -12,10 +12,10 @@
 //! The binaries are taken from the target directory: build them first (`cargo build --bins`;
 //! `make test` does). The run has its own tenant and asset ids.
 
-use sm_anomaly::{AnomalyAgent, AnomalySettings};
+use sm_anomaly::AnomalySettings;
 use sm_domain::{AlertEvent, Codec, Decode, Envelope, ValidatedReading, topics};
 use sm_drift::{DriftAgent, DriftSettings};
-use sm_system_tests::{end_offsets, read_after};
+use sm_system_tests::{Finding, committed_anomalies, end_offsets, read_after, replayed_anomalies};
 use sm_testkit::process::{Service, binary, smctl};
 use sm_testkit::{stack_from_env_file, unique};
 use std::collections::BTreeMap;
@@ -25,10 +25,6 @@ use std::time::Duration;
 /// Readings per fleet, sent at [`RATE`] per second: 24 s of traffic.
 const READINGS: u64 = 60_000;
 const RATE: u64 = 2_500;
-
-/// What identifies one finding regardless of its event id: which detector, about what,
-/// triggered by which reading.
-type Finding = (String, String, String, String);
 
 fn anomaly_settings() -> AnomalySettings {
     let mut settings = AnomalySettings { bucket_ms: 250, ..AnomalySettings::default() };
@@ -108,18 +104,11 @@ async fn analytics_agents_find_the_same_across_sigkill() {
     assert_eq!(readings.len() as u64, valid, "ingestion passed every valid reading once");
 
     // One uninterrupted pass of the same detector code.
-    let mut expected_anomalies: BTreeMap<Finding, usize> = BTreeMap::new();
-    let mut replay = AnomalyAgent::new(anomaly_settings());
+    let expected_anomalies = replayed_anomalies(&readings, anomaly_settings());
     let mut drifts = DriftAgent::new(drift_settings());
     let mut expected_drift: BTreeMap<Finding, usize> = BTreeMap::new();
     for reading in &readings {
         let trigger = reading.header.event_id.to_string();
-        for a in replay.detect(reading, 0) {
-            let about = a.sensor_id.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_else(|| a.scope.clone());
-            *expected_anomalies
-                .entry((a.detector, about, trigger.clone(), reading.header.asset_id.0.clone()))
-                .or_default() += 1;
-        }
         if let Some(found) = drifts.observe(reading) {
             let key = (found.drift.test.clone(), found.drift.sensor_id.0.clone(), trigger.clone(), "drift".to_owned());
             *expected_drift.entry(key).or_default() += 1;
@@ -141,23 +130,12 @@ async fn analytics_agents_find_the_same_across_sigkill() {
         readings.iter().map(|r| (r.header.event_id.to_string(), r.header.asset_id.0.clone())).collect();
     let (kafka, run) = (stack.kafka.clone(), tenant.clone());
     let expected = expected_anomalies.values().sum::<usize>();
-    let decode = codec.clone();
-    let actual: Vec<Finding> = tokio::task::spawn_blocking(move || {
-        read_after(&kafka, topics::ANOMALIES, &anomalies_from, expected, Duration::from_secs(5), |b| {
-            let event = AlertEvent::decode(&decode, b, None).ok()?;
-            let AlertEvent::Anomaly(a) = event.payload else { return None };
-            (event.header.tenant_id.as_str() == run).then(|| {
-                let about = a.sensor_id.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_else(|| a.scope.clone());
-                (a.detector, about, a.triggered_by[0].clone(), event.header.asset_id.0)
-            })
-        })
-    })
-    .await
-    .unwrap();
-    let mut actual_anomalies: BTreeMap<Finding, usize> = BTreeMap::new();
-    for finding in actual {
+    let actual_anomalies =
+        tokio::task::spawn_blocking(move || committed_anomalies(&kafka, &anomalies_from, &run, expected))
+            .await
+            .unwrap();
+    for finding in actual_anomalies.keys() {
         assert!(by_event_id.contains_key(&finding.2), "an anomaly names a reading of this run: {finding:?}");
-        *actual_anomalies.entry(finding).or_default() += 1;
     }
     let doubled: Vec<_> = actual_anomalies.iter().filter(|(_, n)| **n > 1).collect();
     assert!(doubled.is_empty(), "anomalies reported twice: {doubled:?}");

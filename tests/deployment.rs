@@ -175,28 +175,35 @@ fn docker_compose_matches_the_code() {
     }
 }
 
-#[test]
-fn kubernetes_manifests_match_the_code() {
-    let mut containers = Vec::new();
-    let mut files = 0;
+/// Every manifest in `k8s/*.yaml`, with the file it came from.
+fn k8s_manifests() -> Vec<(String, Yaml)> {
+    let mut manifests = Vec::new();
     for entry in std::fs::read_dir(root().join("k8s")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
-        files += 1;
         let text_of_file = std::fs::read_to_string(&path).unwrap();
         for document in serde_yaml::Deserializer::from_str(&text_of_file) {
             let manifest = <Yaml as serde::Deserialize>::deserialize(document).unwrap();
-            let kind = manifest.get("kind").map(text).unwrap_or_default();
-            if kind == "StatefulSet" || kind == "Deployment" {
-                for container in manifest["spec"]["template"]["spec"]["containers"].as_sequence().unwrap() {
-                    containers.push((path.display().to_string(), container.clone()));
-                }
+            manifests.push((path.display().to_string(), manifest));
+        }
+    }
+    assert!(!manifests.is_empty(), "k8s/ holds no manifests");
+    manifests
+}
+
+#[test]
+fn kubernetes_manifests_match_the_code() {
+    let mut containers = Vec::new();
+    for (file, manifest) in k8s_manifests() {
+        let kind = manifest.get("kind").map(text).unwrap_or_default();
+        if kind == "StatefulSet" || kind == "Deployment" {
+            for container in manifest["spec"]["template"]["spec"]["containers"].as_sequence().unwrap() {
+                containers.push((file.clone(), container.clone()));
             }
         }
     }
-    assert!(files > 0, "k8s/ holds no manifests");
     for server in ["kafka", "postgres", "redis", "minio"] {
         assert!(containers.iter().any(|(_, c)| text(&c["name"]) == server), "k8s/ lacks the {server} server");
     }
@@ -238,6 +245,96 @@ fn kubernetes_manifests_match_the_code() {
             assert_eq!(resolved, Some(port), "{place}: {probe} port {probe_port}");
         }
     }
+}
+
+/// The persistence settings of a `redis-server` command line, asserted to keep the duplicate
+/// windows (README, "Duplicates"): append-only on, fsync `everysec` or `always`, no eviction.
+/// Returns `(appendfsync, dir)`.
+fn redis_persistence(place: &str, args: &[String]) -> (String, String) {
+    let value = |flag: &str| {
+        let at = args.iter().position(|a| a == flag);
+        at.and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| panic!("{place}: redis-server has no {flag} ({args:?})"))
+    };
+    assert_eq!(args.first().map(String::as_str), Some("redis-server"), "{place}: runs redis-server");
+    assert_eq!(value("--appendonly"), "yes", "{place}: Redis must keep an append-only file");
+    let fsync = value("--appendfsync");
+    assert!(["everysec", "always"].contains(&fsync.as_str()), "{place}: --appendfsync {fsync} loses claims at will");
+    assert_eq!(value("--maxmemory-policy"), "noeviction", "{place}: an evicted claim lets its duplicate through");
+    (fsync, value("--dir"))
+}
+
+#[test]
+fn redis_persists_the_duplicate_windows_everywhere() {
+    // docker-compose.yml: the data dir is a named volume.
+    let compose: Yaml =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("docker-compose.yml")).unwrap()).unwrap();
+    let redis = &compose["services"]["redis"];
+    let args: Vec<String> = redis["command"].as_sequence().expect("redis command as a list").iter().map(text).collect();
+    let (compose_fsync, dir) = redis_persistence("docker-compose.yml redis", &args);
+    let mounts: Vec<String> = redis["volumes"].as_sequence().map(|v| v.iter().map(text).collect()).unwrap_or_default();
+    let volume = mounts
+        .iter()
+        .find_map(|m| m.strip_suffix(&format!(":{dir}")))
+        .unwrap_or_else(|| panic!("docker-compose.yml redis: no volume on {dir} ({mounts:?})"));
+    assert!(
+        compose["volumes"].get(volume).is_some(),
+        "docker-compose.yml redis: {volume} is not a named volume, so `down` would lose the windows"
+    );
+
+    // k8s/: a StatefulSet whose data dir is a volumeClaimTemplate.
+    let manifests = k8s_manifests();
+    let (file, statefulset) = manifests
+        .iter()
+        .find(|(_, m)| {
+            m["spec"]["template"]["spec"]["containers"]
+                .as_sequence()
+                .is_some_and(|c| c.iter().any(|c| c.get("name").map(text).as_deref() == Some("redis")))
+        })
+        .expect("k8s/ runs no redis container");
+    assert_eq!(text(&statefulset["kind"]), "StatefulSet", "{file}: redis needs a volumeClaimTemplate");
+    let container = statefulset["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| text(&c["name"]) == "redis")
+        .unwrap();
+    let args: Vec<String> = container["args"].as_sequence().expect("redis args").iter().map(text).collect();
+    let (k8s_fsync, dir) = redis_persistence(&format!("{file} redis"), &args);
+    let claim = container["volumeMounts"]
+        .as_sequence()
+        .and_then(|mounts| mounts.iter().find(|m| text(&m["mountPath"]) == dir))
+        .map(|m| text(&m["name"]))
+        .unwrap_or_else(|| panic!("{file} redis: nothing mounted on {dir}"));
+    let templates: Vec<String> = statefulset["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .map(|t| t.iter().map(|t| text(&t["metadata"]["name"])).collect())
+        .unwrap_or_default();
+    assert!(templates.contains(&claim), "{file} redis: {dir} is volume {claim}, not a claim ({templates:?})");
+
+    // deploy/local/stack: the redis-server line, with the script's REDIS_FSYNC.
+    let script = std::fs::read_to_string(root().join("deploy/local/stack")).unwrap().replace("\\\n", " ");
+    let fsync_setting = script
+        .lines()
+        .find_map(|l| l.strip_prefix("REDIS_FSYNC="))
+        .expect("deploy/local/stack sets REDIS_FSYNC")
+        .trim()
+        .to_owned();
+    let line = script
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("redis-server "))
+        .expect("deploy/local/stack starts redis-server");
+    let args: Vec<String> = line
+        .split_whitespace()
+        .take_while(|a| !a.starts_with('<'))
+        .map(|a| a.trim_matches(['"', '\'']).replace("$REDIS_FSYNC", &fsync_setting))
+        .collect();
+    let (local_fsync, _) = redis_persistence("deploy/local/stack", &args);
+
+    assert_eq!(compose_fsync, local_fsync, "docker-compose.yml and deploy/local/stack fsync Redis differently");
+    assert_eq!(k8s_fsync, local_fsync, "k8s/ and deploy/local/stack fsync Redis differently");
 }
 
 #[test]

@@ -72,3 +72,48 @@ pub fn read_after<T>(
     }
     kept
 }
+
+/// What identifies one anomaly finding regardless of its event id: which detector, about
+/// what (sensor or scope), triggered by which reading, on which asset.
+pub type Finding = (String, String, String, String);
+
+/// The anomalies one uninterrupted pass of the anomaly agent's own code finds in `readings`.
+pub fn replayed_anomalies(
+    readings: &[sm_domain::Envelope<sm_domain::ValidatedReading>],
+    settings: sm_anomaly::AnomalySettings,
+) -> std::collections::BTreeMap<Finding, usize> {
+    let mut expected = std::collections::BTreeMap::new();
+    let mut replay = sm_anomaly::AnomalyAgent::new(settings);
+    for reading in readings {
+        let trigger = reading.header.event_id.to_string();
+        for a in replay.detect(reading, 0) {
+            let about = a.sensor_id.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_else(|| a.scope.clone());
+            *expected.entry((a.detector, about, trigger.clone(), reading.header.asset_id.0.clone())).or_default() += 1;
+        }
+    }
+    expected
+}
+
+/// The anomalies of `tenant` committed to `sm.anomalies.v1` after `from`, counted.
+pub fn committed_anomalies(
+    bootstrap: &str,
+    from: &[(i32, i64)],
+    tenant: &str,
+    expected: usize,
+) -> std::collections::BTreeMap<Finding, usize> {
+    use sm_domain::Decode;
+    let codec = sm_domain::Codec::embedded().unwrap();
+    let found = read_after(bootstrap, sm_domain::topics::ANOMALIES, from, expected, Duration::from_secs(5), |b| {
+        let event = sm_domain::AlertEvent::decode(&codec, b, None).ok()?;
+        let sm_domain::AlertEvent::Anomaly(a) = event.payload else { return None };
+        (event.header.tenant_id.as_str() == tenant).then(|| {
+            let about = a.sensor_id.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_else(|| a.scope.clone());
+            (a.detector, about, a.triggered_by[0].clone(), event.header.asset_id.0)
+        })
+    });
+    let mut counted = std::collections::BTreeMap::new();
+    for finding in found {
+        *counted.entry(finding).or_default() += 1;
+    }
+    counted
+}

@@ -144,12 +144,16 @@ impl Progress {
             let Some(committed) = p.committed.max(kafka_committed).or(p.first_received) else { continue };
             // Statistics stop while the loop is stuck inside one record (nothing polls the
             // consumer): what was received is then the best known end.
-            let stable = p.end.map(|e| e.stable).filter(|s| *s >= 0).max(p.received);
+            // An empty partition has no stable offset in the statistics until a record is
+            // written: the fetch position is then its end.
+            let end_offset = p.end.and_then(|e| [e.stable, e.fetch_next].into_iter().find(|o| *o >= 0));
+            let stable = end_offset.max(p.received);
             let Some(stable) = stable else { continue };
             // Read to the end, nothing queued, everything received committed: the offsets left
             // between the commit and the end are transaction markers, not records.
             let received_all = p.received.is_none_or(|r| r <= committed);
-            let caught_up = received_all && p.end.is_none_or(|e| e.queued <= 0 && e.fetch_next >= e.stable);
+            let caught_up =
+                received_all && p.end.is_none_or(|e| e.queued <= 0 && e.fetch_next >= 0 && e.fetch_next >= e.stable);
             let records = if caught_up { 0 } else { (stable - committed).max(0) };
             if records == 0 {
                 p.last_advance = now;
@@ -274,6 +278,16 @@ mod tests {
         let report = progress.report(t0 + STALL, STALL);
         assert_eq!(report.lag, vec![(tp(6), 60)]);
         assert_eq!(report.stalled.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_partition_has_no_lag() {
+        let t0 = Instant::now();
+        let mut progress = Progress::default();
+        progress.assigned(tp(7), t0);
+        progress.committed("in", 7, 0, t0);
+        progress.end_offsets("in", 7, end(-1001, 0, 0));
+        assert_eq!(progress.report(t0, STALL).lag, vec![(tp(7), 0)]);
     }
 
     #[test]

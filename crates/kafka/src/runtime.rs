@@ -79,6 +79,9 @@ const DEAD_LETTER_DETAIL_MAX: usize = 4 * 1024;
 /// Room for the envelope's headers and librdkafka's record overhead beside key and value.
 const RECORD_OVERHEAD: usize = 1024;
 
+/// An idle loop takes in assignments and revocations at least this often.
+const IDLE_HOUSEKEEPING: Duration = Duration::from_secs(1);
+
 /// How often the watchdog refreshes the lag metric and the readiness check.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -250,6 +253,14 @@ impl Runtime {
                     () = stop.requested() => break,
                     _ = tick => {
                         worker.tick(&consumer, &mut handler).await?;
+                        continue;
+                    }
+                    // Idle: take in rebalances that `recv` served without a record to return,
+                    // so an empty partition's position (and lag) is known too.
+                    () = tokio::time::sleep(IDLE_HOUSEKEEPING) => {
+                        worker.sought.clear();
+                        worker.drop_revoked(&consumer, &mut handler).await?;
+                        worker.seek_assigned(&consumer, &mut handler).await?;
                         continue;
                     }
                     received = consumer.recv() => received,
