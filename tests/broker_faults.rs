@@ -15,7 +15,9 @@
 use rand::{Rng, SeedableRng};
 use sm_anomaly::AnomalySettings;
 use sm_domain::{Codec, Envelope, RejectedReading, SensorReading, ValidatedReading, topics};
-use sm_system_tests::{committed_anomalies, end_offsets, read_after, replayed_anomalies};
+use sm_system_tests::{
+    committed_anomalies, end_offsets, projected_readings, read_after, read_records_after, replayed_anomalies,
+};
 use sm_testkit::process::{Service, binary, scrape, smctl};
 use sm_testkit::{create_topic, stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashSet};
@@ -126,22 +128,7 @@ async fn nothing_lost_or_doubled_across_broker_sigkills() {
     eprintln!("sent {READINGS}: {valid} valid, invalid {invalid:?}; faults over after {:?}", started.elapsed());
 
     // PostgreSQL: exactly the valid readings.
-    let (client, connection) = tokio_postgres::connect(&stack.postgres_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut last = (-1i64, Instant::now());
-    let projected = loop {
-        let n: i64 =
-            client.query_one("SELECT count(*) FROM readings WHERE tenant_id = $1", &[&tenant]).await.unwrap().get(0);
-        if n != last.0 {
-            last = (n, Instant::now());
-        }
-        if n >= valid && last.1.elapsed() > Duration::from_secs(3) {
-            break n;
-        }
-        assert!(Instant::now() < deadline, "only {n} of {valid} valid readings reached PostgreSQL");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let projected = projected_readings(&stack.postgres_url, &tenant, valid, Duration::from_secs(300)).await;
     assert_eq!(projected, valid, "every valid reading in PostgreSQL exactly once");
 
     // The validated topic: each valid reading once.
@@ -269,32 +256,9 @@ fn end_offsets_at_start(bootstrap: &str, topic: &str) -> Vec<(i32, i64)> {
 /// Positions of the raw records this run sent (keyed by its assets), under `read_committed`.
 fn raw_records_of(bootstrap: &str, from: &[(i32, i64)], run: &str) -> HashSet<(i32, i64)> {
     use rdkafka::Message;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("faults-raw"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for (partition, offset) in from {
-        assignment.add_partition_offset(topics::READINGS_RAW, *partition, rdkafka::Offset::Offset(*offset)).unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let (started, mut last) = (Instant::now(), Instant::now());
-    let mut positions = HashSet::new();
-    while started.elapsed() < Duration::from_secs(120) {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) if message.key().is_some_and(|k| k.starts_with(run.as_bytes())) => {
-                positions.insert((message.partition(), message.offset()));
-                last = Instant::now();
-            }
-            Some(Ok(_)) => {}
-            Some(Err(error)) => panic!("reading the raw readings: {error}"),
-            None if positions.len() as u64 >= READINGS && last.elapsed() > Duration::from_secs(2) => break,
-            None => {}
-        }
-    }
-    positions
+    read_records_after(bootstrap, topics::READINGS_RAW, from, READINGS as usize, Duration::from_secs(2), |message| {
+        message.key().is_some_and(|k| k.starts_with(run.as_bytes())).then(|| (message.partition(), message.offset()))
+    })
+    .into_iter()
+    .collect()
 }

@@ -43,6 +43,18 @@ pub fn read_after<T>(
     quiet: Duration,
     mut keep: impl FnMut(&[u8]) -> Option<T>,
 ) -> Vec<T> {
+    read_records_after(bootstrap, topic, from, expected, quiet, |message| keep(message.payload().unwrap_or_default()))
+}
+
+/// As [`read_after`], with the whole record (key, partition, offset) for `keep` to look at.
+pub fn read_records_after<T>(
+    bootstrap: &str,
+    topic: &str,
+    from: &[(i32, i64)],
+    expected: usize,
+    quiet: Duration,
+    mut keep: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Option<T>,
+) -> Vec<T> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("e2e-reader"))
@@ -60,7 +72,7 @@ pub fn read_after<T>(
     while started.elapsed() < Duration::from_secs(240) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
-                if let Some(value) = keep(message.payload().unwrap_or_default()) {
+                if let Some(value) = keep(&message) {
                     kept.push(value);
                     last = Instant::now();
                 }
@@ -116,4 +128,25 @@ pub fn committed_anomalies(
         *counted.entry(finding).or_default() += 1;
     }
     counted
+}
+
+/// Waits until PostgreSQL holds at least `expected` readings of `tenant` and the count has
+/// not moved for 3 s (or `within` passed), and returns the count: the caller asserts on it.
+pub async fn projected_readings(postgres_url: &str, tenant: &str, expected: i64, within: Duration) -> i64 {
+    let (client, connection) = tokio_postgres::connect(postgres_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let deadline = Instant::now() + within;
+    let mut last = (-1i64, Instant::now());
+    loop {
+        let n: i64 =
+            client.query_one("SELECT count(*) FROM readings WHERE tenant_id = $1", &[&tenant]).await.unwrap().get(0);
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        if n >= expected && last.1.elapsed() > Duration::from_secs(3) {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "only {n} of {expected} readings of {tenant} projected");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

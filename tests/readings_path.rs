@@ -11,7 +11,7 @@
 
 use sm_domain::{AssetId, Codec, Envelope, RejectedReading, SensorReading, TenantId, Timestamp, topics};
 use sm_proto::v1::{LatestRequest, ListReadingsRequest};
-use sm_system_tests::{end_offsets, read_after};
+use sm_system_tests::{end_offsets, projected_readings, read_after};
 use sm_testkit::process::{Service, binary, free_port, smctl};
 use sm_testkit::{Record, produce, stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashSet};
@@ -57,20 +57,7 @@ async fn readings_path_end_to_end_across_sigkill() {
     // PostgreSQL ends with exactly the valid unique readings.
     let (client, connection) = tokio_postgres::connect(&stack.postgres_url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut last = (-1i64, Instant::now());
-    let projected = loop {
-        let n: i64 =
-            client.query_one("SELECT count(*) FROM readings WHERE tenant_id = $1", &[&tenant]).await.unwrap().get(0);
-        if n != last.0 {
-            last = (n, Instant::now());
-        }
-        if n >= valid && last.1.elapsed() > Duration::from_secs(3) {
-            break n;
-        }
-        assert!(Instant::now() < deadline, "only {n} of {valid} readings projected");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let projected = projected_readings(&stack.postgres_url, &tenant, valid, Duration::from_secs(240)).await;
     assert_eq!(projected, valid, "exactly the valid unique readings, none lost, none doubled");
 
     // Every invalid reading is dead-lettered with its reason.

@@ -752,8 +752,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         let mut header = match cause {
             Some(cause) => cause.caused_by(RejectedReading::EVENT_TYPE, agent),
             None => {
-                let asset =
-                    message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| "unknown".into());
+                let asset = key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| "unknown".into());
                 let occurred_at =
                     message.timestamp().to_millis().map(Timestamp::from_millis).unwrap_or_else(Timestamp::now);
                 EnvelopeHeader::origin(
@@ -765,6 +764,10 @@ impl<C: CommitterKind> Worker<'_, C> {
                 )
             }
         };
+        // Ids copied from the rejected record are the sender's and may be huge: a dead letter
+        // must still fit.
+        header.asset_id.0 = truncate(&header.asset_id.0, DEAD_LETTER_KEY_MAX);
+        header.tenant_id.0 = truncate(&header.tenant_id.0, DEAD_LETTER_KEY_MAX);
         // The rejected record's own time may be absurd (that may be why it was rejected); the
         // dead letter's must be one every Avro reader can represent.
         if !header.occurred_at.in_range() {

@@ -136,6 +136,20 @@ pub fn wait_readyz(port: u16, status: &str, within: Duration) -> (String, Durati
     panic!("/readyz on port {port} did not answer {status} within {within:?}; last answer: {last:?}");
 }
 
+/// Polls `/readyz` until it answers 503 with a body containing `needle`, for at most `within`.
+pub fn wait_unready_because(port: u16, needle: &str, within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let (down, _) =
+            wait_readyz(port, "HTTP/1.1 503", within.saturating_sub(started.elapsed()).max(Duration::from_secs(1)));
+        if down.contains(needle) {
+            return down;
+        }
+        assert!(started.elapsed() < within, "/readyz never said {needle:?} within {within:?}: {down}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Every sample of metric `name` on the service's `/metrics`: `(labels, value)`.
 pub fn scrape(port: u16, name: &str) -> Vec<(String, f64)> {
     let Some(response) = http_get(port, "/metrics") else { return Vec::new() };

@@ -4,7 +4,7 @@
 //! it is back.
 
 use sm_domain::{AssetId, Codec, Envelope, TenantId, Timestamp, ValidatedReading, topics};
-use sm_testkit::process::{Service, smctl, wait_readyz};
+use sm_testkit::process::{Service, smctl, wait_readyz, wait_unready_because};
 use sm_testkit::proxy::FaultProxy;
 use sm_testkit::{Record, produce, stack_from_env_file, unique};
 use std::net::ToSocketAddrs;
@@ -38,15 +38,7 @@ async fn readyz_fails_while_postgres_is_down_and_recovers() {
     assert!(down.to_lowercase().contains("postgres"), "the reason names PostgreSQL: {down}");
     eprintln!("projector /readyz 503 {took:?} after PostgreSQL went away");
     // The probe says so too, also while nothing is being written.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (down, _) = wait_readyz(port, "HTTP/1.1 503", Duration::from_secs(5));
-        if down.contains("\npostgres: unavailable: postgres") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the PostgreSQL probe never failed: {down}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_unready_because(port, "\npostgres: unavailable: postgres", Duration::from_secs(10));
 
     // Readings arrive while the database is unreachable.
     let tenant = unique("readiness");
@@ -75,15 +67,7 @@ async fn readyz_fails_while_postgres_is_down_and_recovers() {
         .collect();
     produce(&stack.kafka, topics::READINGS_VALIDATED, records);
     // The readings projection cannot commit them: it says so (its check, not only the probe).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (still_down, _) = wait_readyz(port, "HTTP/1.1 503", Duration::from_secs(5));
-        if still_down.contains("projector-readings: unavailable") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the stuck projection never said so: {still_down}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_unready_because(port, "projector-readings: unavailable", Duration::from_secs(15));
 
     proxy.restore();
     let (_, took) = wait_readyz(port, "HTTP/1.1 200", Duration::from_secs(30));
