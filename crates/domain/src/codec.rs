@@ -503,16 +503,21 @@ mod tests {
         assert_eq!(error.reason_code(), "unknown_schema");
     }
 
-    #[test]
-    fn rejects_a_truncated_or_padded_record() {
-        let codec = Codec::embedded().unwrap();
-        let event = Envelope::origin(
+    /// A minimal valid reading.
+    fn small_reading() -> Envelope<SensorReading> {
+        Envelope::origin(
             TenantId::from("t"),
             AssetId::from("a"),
             Timestamp(1),
             "test",
             SensorReading { sensor_id: "s".into(), value: 1.0, unit: "degC".into(), sequence: 1, backfill: false },
-        );
+        )
+    }
+
+    #[test]
+    fn rejects_a_truncated_or_padded_record() {
+        let codec = Codec::embedded().unwrap();
+        let event = small_reading();
         let bytes = codec.encode(&event).unwrap();
         let error = codec.decode::<SensorReading>(&bytes[..bytes.len() - 3], None).unwrap_err();
         assert_eq!(error.reason_code(), "malformed_avro", "{error}");
@@ -525,13 +530,7 @@ mod tests {
     #[test]
     fn rejects_an_event_of_another_type() {
         let codec = Codec::embedded().unwrap();
-        let event = Envelope::origin(
-            TenantId::from("t"),
-            AssetId::from("a"),
-            Timestamp(1),
-            "test",
-            SensorReading { sensor_id: "s".into(), value: 1.0, unit: "degC".into(), sequence: 1, backfill: false },
-        );
+        let event = small_reading();
         let bytes = codec.encode(&event).unwrap();
         let error = codec.decode::<ValidatedReading>(&bytes, None).unwrap_err();
         assert_eq!(error.reason_code(), "wrong_event_type");
@@ -566,13 +565,7 @@ mod tests {
     #[test]
     fn a_content_type_we_do_not_read_is_refused_naming_the_ones_we_do() {
         let codec = Codec::embedded().unwrap();
-        let event = Envelope::origin(
-            TenantId::from("t"),
-            AssetId::from("a"),
-            Timestamp(1),
-            "test",
-            SensorReading { sensor_id: "s".into(), value: 1.0, unit: "degC".into(), sequence: 1, backfill: false },
-        );
+        let event = small_reading();
         let avro = codec.encode(&event).unwrap();
         for content_type in ["text/plain", "application/jsonx", "application/avro", "application/xml; charset=utf-8"] {
             let error = codec.decode::<SensorReading>(&avro, Some(content_type)).unwrap_err();

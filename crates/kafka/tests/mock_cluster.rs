@@ -407,6 +407,17 @@ impl Handler for Wedged {
     }
 }
 
+/// Runs `handler` on `in` until aborted, reporting readiness on the returned `Health`.
+fn run_watched<H: Handler>(
+    config: KafkaConfig,
+    agent: &'static str,
+    handler: H,
+) -> (sm_telemetry::Health, tokio::task::JoinHandle<Result<RunSummary, sm_kafka::RuntimeError>>) {
+    let health = sm_telemetry::Health::new();
+    let runtime = Runtime::new(config, agent, &["in"], DEAD_LETTERS).unwrap().with_health(health.clone());
+    (health, tokio::spawn(runtime.run(handler, std::future::pending())))
+}
+
 /// Readiness means progress: a partition stuck inside one record fails `/readyz` after the
 /// stall timeout, naming it, though no error was ever raised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,9 +426,7 @@ async fn a_wedged_partition_makes_the_agent_unready() {
     let mut config = mock_config(&cluster.bootstrap_servers());
     config.stall_timeout_ms = 1_000;
     config.statistics_interval_ms = 200;
-    let health = sm_telemetry::Health::new();
-    let runtime = Runtime::new(config, "mock-wedged", &["in"], DEAD_LETTERS).unwrap().with_health(health.clone());
-    let task = tokio::spawn(runtime.run(Wedged, std::future::pending()));
+    let (health, task) = run_watched(config, "mock-wedged", Wedged);
     let started = std::time::Instant::now();
     let report = loop {
         let report = health.report();
@@ -440,10 +449,7 @@ async fn retrying_a_record_makes_the_agent_unready_until_it_passes() {
     let mut config = mock_config(&cluster.bootstrap_servers());
     config.retry_initial_backoff_ms = 500;
     config.retry_max_backoff_ms = 500;
-    let health = sm_telemetry::Health::new();
-    let runtime = Runtime::new(config, "mock-retrying", &["in"], DEAD_LETTERS).unwrap().with_health(health.clone());
-    let handler = Scripted { transient_failures: HashMap::from([(7, 6)]) };
-    let task = tokio::spawn(runtime.run(handler, std::future::pending()));
+    let (health, task) = run_watched(config, "mock-retrying", Scripted { transient_failures: HashMap::from([(7, 6)]) });
     let started = std::time::Instant::now();
     while !health.report().contains("retrying in/0@7") {
         assert!(started.elapsed() < Duration::from_secs(20), "{}", health.report());
