@@ -15,7 +15,9 @@
 use sm_anomaly::AnomalySettings;
 use sm_domain::{AlertEvent, Codec, Decode, Envelope, ValidatedReading, topics};
 use sm_drift::{DriftAgent, DriftSettings};
-use sm_system_tests::{Finding, committed_anomalies, end_offsets, read_after, replayed_anomalies};
+use sm_system_tests::{
+    Finding, committed_anomalies, end_offsets, read_after, replayed_anomalies, validated_readings_of,
+};
 use sm_testkit::process::{Service, binary, smctl};
 use sm_testkit::{stack_from_env_file, unique};
 use std::collections::BTreeMap;
@@ -90,14 +92,9 @@ async fn analytics_agents_find_the_same_across_sigkill() {
     let valid = anomaly_summary["valid"].as_u64().unwrap() + drift_summary["valid"].as_u64().unwrap();
 
     // The validated readings of this run, in partition order: what the agents consumed.
-    let kafka = stack.kafka.clone();
-    let run = tenant.clone();
+    let (kafka, run) = (stack.kafka.clone(), tenant.clone());
     let readings: Vec<Envelope<ValidatedReading>> = tokio::task::spawn_blocking(move || {
-        let codec = Codec::embedded().unwrap();
-        read_after(&kafka, topics::READINGS_VALIDATED, &validated_from, valid as usize, Duration::from_secs(1), |b| {
-            let event = codec.decode::<ValidatedReading>(b, None).ok()?;
-            (event.header.tenant_id.as_str() == run).then_some(event)
-        })
+        validated_readings_of(&kafka, &validated_from, &run, valid as usize, Duration::from_secs(1))
     })
     .await
     .unwrap();

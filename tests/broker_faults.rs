@@ -17,6 +17,7 @@ use sm_anomaly::AnomalySettings;
 use sm_domain::{Codec, Envelope, RejectedReading, SensorReading, ValidatedReading, topics};
 use sm_system_tests::{
     committed_anomalies, end_offsets, projected_readings, read_after, read_records_after, replayed_anomalies,
+    validated_readings_of,
 };
 use sm_testkit::process::{Service, binary, scrape, smctl};
 use sm_testkit::{create_topic, stack_from_env_file, unique};
@@ -134,11 +135,7 @@ async fn nothing_lost_or_doubled_across_broker_sigkills() {
     // The validated topic: each valid reading once.
     let (kafka, run) = (stack.kafka.clone(), tenant.clone());
     let readings: Vec<Envelope<ValidatedReading>> = tokio::task::spawn_blocking(move || {
-        let codec = Codec::embedded().unwrap();
-        read_after(&kafka, topics::READINGS_VALIDATED, &validated_from, valid as usize, Duration::from_secs(2), |b| {
-            let event = codec.decode::<ValidatedReading>(b, None).ok()?;
-            (event.header.tenant_id.as_str() == run).then_some(event)
-        })
+        validated_readings_of(&kafka, &validated_from, &run, valid as usize, Duration::from_secs(2))
     })
     .await
     .unwrap();

@@ -150,3 +150,19 @@ pub async fn projected_readings(postgres_url: &str, tenant: &str, expected: i64,
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The validated readings of `tenant` committed after `from`, in partition order: what the
+/// downstream agents consumed.
+pub fn validated_readings_of(
+    bootstrap: &str,
+    from: &[(i32, i64)],
+    tenant: &str,
+    expected: usize,
+    quiet: Duration,
+) -> Vec<sm_domain::Envelope<sm_domain::ValidatedReading>> {
+    let codec = sm_domain::Codec::embedded().unwrap();
+    read_after(bootstrap, sm_domain::topics::READINGS_VALIDATED, from, expected, quiet, |b| {
+        let event = codec.decode::<sm_domain::ValidatedReading>(b, None).ok()?;
+        (event.header.tenant_id.as_str() == tenant).then_some(event)
+    })
+}

@@ -74,10 +74,15 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `message.max.bytes`.
 const DEAD_LETTER_ORIGINAL_MAX: usize = 64 * 1024;
 const DEAD_LETTER_KEY_MAX: usize = 1024;
-const DEAD_LETTER_DETAIL_MAX: usize = 4 * 1024;
+/// Characters kept of a detail, and of an id copied into a dead letter's header.
+const DEAD_LETTER_DETAIL_CHARS: usize = 4 * 1024;
+const DEAD_LETTER_ID_CHARS: usize = 1024;
 
 /// Room for the envelope's headers and librdkafka's record overhead beside key and value.
 const RECORD_OVERHEAD: usize = 1024;
+
+/// Waiting for the brokers (producer re-init, state restore), retries come at least this often.
+const BROKER_PROBE_MAX_MS: u64 = 5_000;
 
 /// An idle loop takes in assignments and revocations at least this often.
 const IDLE_HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -528,6 +533,13 @@ impl<C> Worker<'_, C> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `what` failed transiently and will be tried again after `backoff`: logged, counted,
+    /// and shown by `/readyz` until it goes through.
+    fn note_retry(&self, what: String, error: &dyn std::error::Error, backoff: &Backoff) {
+        self.metrics.retried(error, backoff.ms());
+        self.lock_progress().retrying(what, error.to_string(), Instant::now());
+    }
+
     /// Where an output or dead letter of `message` may carry a value of at most this size.
     fn max_value_bytes(&self, key_len: usize) -> usize {
         self.max_record_bytes.saturating_sub(RECORD_OVERHEAD + key_len)
@@ -597,7 +609,7 @@ impl<C: CommitterKind> Worker<'_, C> {
         }
         span.record("event_id", tracing::field::display(input.header.event_id));
         span.record("asset_id", tracing::field::display(&input.header.asset_id));
-        let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        let mut backoff = Backoff::new(&self.runtime.config);
         let source = Source { topic, partition, offset, key: message.key() };
         let mut retrying = false;
         let outcome = loop {
@@ -637,14 +649,9 @@ impl<C: CommitterKind> Worker<'_, C> {
                         .await;
                 }
                 Err(HandleError::Transient(error)) => {
-                    self.metrics.retried(&*error, backoff_ms);
                     self.summary.retried += 1;
                     retrying = true;
-                    self.lock_progress().retrying(
-                        format!("{topic}/{partition}@{offset}"),
-                        error.to_string(),
-                        Instant::now(),
-                    );
+                    self.note_retry(format!("{topic}/{partition}@{offset}"), &*error, &backoff);
                     // Commit what is done, so a long outage neither holds a transaction open
                     // past its timeout nor redoes finished records. This record stays unmarked.
                     if self.batch.records > 0 && !self.commit(consumer, handler, stop).await? {
@@ -653,9 +660,8 @@ impl<C: CommitterKind> Worker<'_, C> {
                     tokio::select! {
                         biased;
                         () = stop.requested() => return Ok(Flow::Shutdown),
-                        () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                        () = backoff.wait() => {}
                     }
-                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
                     self.begin()?;
                 }
             }
@@ -743,7 +749,7 @@ impl<C: CommitterKind> Worker<'_, C> {
             original_size: value.len() as i64,
             original_sha256: sha256_hex(value),
             reason_code: reason_code.to_owned(),
-            detail: truncate(detail, DEAD_LETTER_DETAIL_MAX),
+            detail: sm_domain::shorten(detail, DEAD_LETTER_DETAIL_CHARS),
             source_topic: message.topic().to_owned(),
             source_partition: message.partition(),
             source_offset: message.offset(),
@@ -766,8 +772,8 @@ impl<C: CommitterKind> Worker<'_, C> {
         };
         // Ids copied from the rejected record are the sender's and may be huge: a dead letter
         // must still fit.
-        header.asset_id.0 = truncate(&header.asset_id.0, DEAD_LETTER_KEY_MAX);
-        header.tenant_id.0 = truncate(&header.tenant_id.0, DEAD_LETTER_KEY_MAX);
+        header.asset_id.0 = sm_domain::shorten(&header.asset_id.0, DEAD_LETTER_ID_CHARS);
+        header.tenant_id.0 = sm_domain::shorten(&header.tenant_id.0, DEAD_LETTER_ID_CHARS);
         // The rejected record's own time may be absurd (that may be why it was rejected); the
         // dead letter's must be one every Avro reader can represent.
         if !header.occurred_at.in_range() {
@@ -916,7 +922,7 @@ impl<C: CommitterKind> Worker<'_, C> {
             return Ok(Err(error));
         }
         let offsets = self.batch.partition_offsets();
-        let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        let mut backoff = Backoff::new(&self.runtime.config);
         let mut retrying = false;
         loop {
             match C::commit(handler, &offsets).await {
@@ -927,22 +933,16 @@ impl<C: CommitterKind> Worker<'_, C> {
                     return Ok(Ok(()));
                 }
                 Err(error) => {
-                    self.metrics.retried(&*error, backoff_ms);
                     self.summary.retried += 1;
                     retrying = true;
-                    self.lock_progress().retrying(
-                        "the commit of a batch to the projection's store".to_owned(),
-                        error.to_string(),
-                        Instant::now(),
-                    );
+                    self.note_retry("the commit of a batch to the projection's store".to_owned(), &*error, &backoff);
                     tokio::select! {
                         biased;
                         () = stop.requested() => {
                             return Ok(Err(KafkaError::Canceled));
                         }
-                        () = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+                        () = backoff.wait() => {}
                     }
-                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
                 }
             }
         }
@@ -986,7 +986,7 @@ impl<C: CommitterKind> Worker<'_, C> {
     /// what it left open. While the brokers are unreachable this waits (with backoff) rather
     /// than stopping the agent: a broker restart is an outage to ride out, not a crash.
     async fn replace_producer(&mut self) {
-        let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        let mut backoff = Backoff::new(&self.runtime.config).at_most(BROKER_PROBE_MAX_MS);
         loop {
             match new_producer(&self.runtime.config, self.runtime.agent, true).await {
                 Ok(producer) => {
@@ -994,10 +994,9 @@ impl<C: CommitterKind> Worker<'_, C> {
                     return;
                 }
                 Err(error) => {
-                    tracing::warn!(error = %error, backoff_ms, "cannot start a transactional producer yet");
+                    tracing::warn!(error = %error, backoff_ms = backoff.ms(), "cannot start a transactional producer yet");
                     self.lock_progress().kafka_error(Some(format!("cannot start a transactional producer: {error}")));
-                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms.min(5_000));
+                    backoff.wait().await;
                 }
             }
         }
@@ -1044,19 +1043,18 @@ impl<C: CommitterKind> Worker<'_, C> {
             // is (re)loaded: at start, and after a rebalance, when another instance may have
             // checkpointed the keys of the partitions this one now owns.
             if let (false, Some(state_topic)) = (assigned.is_empty(), handler.state_topic()) {
-                let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+                let mut backoff = Backoff::new(&self.runtime.config).at_most(BROKER_PROBE_MAX_MS);
                 while let Err(error) =
                     restore_state(&self.runtime.config, self.runtime.agent, state_topic, handler).await
                 {
                     // No record may be handled without the state: wait for the brokers.
-                    tracing::warn!(error = %error, backoff_ms, "cannot restore the agent's state yet");
+                    tracing::warn!(error = %error, backoff_ms = backoff.ms(), "cannot restore the agent's state yet");
                     self.lock_progress().retrying(
                         format!("restoring state from {state_topic}"),
                         error.to_string(),
                         Instant::now(),
                     );
-                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms.min(5_000));
+                    backoff.wait().await;
                 }
                 self.lock_progress().retried();
             }
@@ -1081,20 +1079,14 @@ impl<C: CommitterKind> Worker<'_, C> {
             return Ok(());
         }
         let mut positions: Vec<(String, i32, Offset)> = Vec::with_capacity(partitions.len());
-        let mut backoff_ms = self.runtime.config.retry_initial_backoff_ms;
+        let mut backoff = Backoff::new(&self.runtime.config);
         let stored = loop {
             match C::stored_offsets(handler, partitions).await {
                 Ok(stored) => break stored,
                 Err(error) => {
                     // Without the stored offsets no record may be processed: wait for the store.
-                    self.metrics.retried(&*error, backoff_ms);
-                    self.lock_progress().retrying(
-                        "reading the projection's stored offsets".to_owned(),
-                        error.to_string(),
-                        Instant::now(),
-                    );
-                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                    backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
+                    self.note_retry("reading the projection's stored offsets".to_owned(), &*error, &backoff);
+                    backoff.wait().await;
                 }
             }
         };
@@ -1116,14 +1108,8 @@ impl<C: CommitterKind> Worker<'_, C> {
                         Ok(committed) => break committed,
                         Err(error) => {
                             // Without the committed offsets no record may be processed.
-                            self.metrics.retried(&error, backoff_ms);
-                            self.lock_progress().retrying(
-                                "reading the committed offsets".to_owned(),
-                                error.to_string(),
-                                Instant::now(),
-                            );
-                            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                            backoff_ms = (backoff_ms * 2).min(self.runtime.config.retry_max_backoff_ms);
+                            self.note_retry("reading the committed offsets".to_owned(), &error, &backoff);
+                            backoff.wait().await;
                         }
                     }
                 };
@@ -1183,16 +1169,33 @@ async fn restore_state<H: Handler>(
     Ok(())
 }
 
-/// `text`, cut at a character boundary to at most `max` bytes, saying how much was cut.
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
+/// Capped exponential backoff between attempts at what must eventually succeed.
+struct Backoff {
+    next_ms: u64,
+    max_ms: u64,
+}
+
+impl Backoff {
+    /// From `retry_initial_backoff_ms`, doubling up to `retry_max_backoff_ms`.
+    fn new(config: &KafkaConfig) -> Self {
+        Self { next_ms: config.retry_initial_backoff_ms, max_ms: config.retry_max_backoff_ms }
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
+
+    fn at_most(mut self, max_ms: u64) -> Self {
+        self.max_ms = self.max_ms.min(max_ms);
+        self
     }
-    format!("{}… ({} more bytes cut)", &text[..end], text.len() - end)
+
+    /// The coming wait.
+    fn ms(&self) -> u64 {
+        self.next_ms
+    }
+
+    /// Waits the coming wait; the next one is twice as long, up to the cap.
+    async fn wait(&mut self) {
+        tokio::time::sleep(Duration::from_millis(self.next_ms)).await;
+        self.next_ms = (self.next_ms * 2).min(self.max_ms);
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -72,16 +72,7 @@ fn cluster_with_input(count: i64) -> (MockCluster<'static, rdkafka::producer::De
 
 /// Runs the runtime on `input` until `expected_outputs` reached the output topic.
 async fn run(bootstrap: &str, input: &str, handler: Scripted, expected_outputs: usize) -> (RunSummary, Vec<i64>) {
-    let config = KafkaConfig {
-        bootstrap_servers: bootstrap.to_owned(),
-        group_id: "g".into(),
-        commit_interval_ms: 20,
-        retry_initial_backoff_ms: 5,
-        retry_max_backoff_ms: 20,
-        statistics_interval_ms: 0,
-        ..Default::default()
-    };
-    let runtime = Runtime::new(config, "mock-test", &[input], DEAD_LETTERS).unwrap();
+    let runtime = Runtime::new(mock_config(bootstrap), "mock-test", &[input], DEAD_LETTERS).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(runtime.run(handler, async {
         let _ = stopped.await;
@@ -191,15 +182,7 @@ impl sm_kafka::ExternalCheckpoint for StoreDown {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_while_retrying_stops_cleanly_without_committing() {
     let (cluster, _) = cluster_with_input(20);
-    let config = KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        group_id: "g".into(),
-        commit_interval_ms: 20,
-        retry_initial_backoff_ms: 5,
-        retry_max_backoff_ms: 20,
-        statistics_interval_ms: 0,
-        ..Default::default()
-    };
+    let config = mock_config(&cluster.bootstrap_servers());
     let runtime = Runtime::new(config, "mock-test", &["in"], DEAD_LETTERS).unwrap();
     let handler = StoreDown { inner: Scripted { transient_failures: HashMap::new() }, attempts: 0 };
     // An `async` block panics if polled again after completing: the loop must remember it fired.
@@ -223,6 +206,7 @@ fn rebalances(agent: &str, kind: &str) -> u64 {
         .sum()
 }
 
+/// Fast commits and retries against the mock cluster; no statistics unless a test asks.
 fn mock_config(bootstrap: &str) -> KafkaConfig {
     KafkaConfig {
         bootstrap_servers: bootstrap.to_owned(),
