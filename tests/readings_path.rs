@@ -89,7 +89,13 @@ async fn readings_path_end_to_end_across_sigkill() {
     assert_eq!(reasons, invalid_nonzero, "dead letters by reason");
 
     // ListReadings pages through every reading of each asset: no gap, no repeat.
-    let mut readings = sm_proto::ReadingServiceClient::connect(format!("http://127.0.0.1:{grpc_port}")).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let credentials = sm_proto::auth::Credentials::bearer(&stack.api_key()).unwrap();
+    let mut readings = sm_proto::ReadingServiceClient::new(credentials.on(channel));
     let assets: Vec<String> = client
         .query("SELECT DISTINCT asset_id FROM readings WHERE tenant_id = $1", &[&tenant])
         .await

@@ -49,6 +49,8 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     SchemaFile::new("model_promoted", 1, include_str!("../../../schemas/model_promoted/v1.avsc")),
     SchemaFile::new("model_archived", 1, include_str!("../../../schemas/model_archived/v1.avsc")),
     SchemaFile::new("failure_predicted", 1, include_str!("../../../schemas/failure_predicted/v1.avsc")),
+    SchemaFile::new("api_key_created", 1, include_str!("../../../schemas/api_key_created/v1.avsc")),
+    SchemaFile::new("api_key_revoked", 1, include_str!("../../../schemas/api_key_revoked/v1.avsc")),
 ];
 
 /// The folder holding the envelope header schema.

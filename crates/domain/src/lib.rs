@@ -8,6 +8,7 @@
 //! - [`alerts`]: what the analytics agents find (anomalies, stale sensors, drift, retrain requests);
 //! - [`events`]: the event payloads and the [`DomainEvent`] trait that ties each to its schema;
 //! - [`models`]: the model registry's events;
+//! - [`identity`]: API key events (no secrets);
 //! - [`topics`]: every topic name, defined once;
 //! - [`codec`]: the Confluent wire format over schemas loaded from `schemas/`;
 //! - [`text`]: [`quote`], to echo what someone sent inside a message without echoing 100 kB;
@@ -19,6 +20,7 @@ pub mod alerts;
 pub mod codec;
 pub mod envelope;
 pub mod events;
+pub mod identity;
 pub mod ids;
 pub mod models;
 pub mod predictions;
@@ -32,6 +34,7 @@ pub use alerts::{AlertEvent, AnomalyDetected, Contribution, DriftDetected, Model
 pub use codec::{Codec, CodecError, EmbeddedRegistry, SchemaId, SchemaRegistry};
 pub use envelope::{Envelope, EnvelopeHeader};
 pub use events::{AssetRegistered, Decode, DomainEvent, RejectedReading, SensorReading, SensorSpec, ValidatedReading};
+pub use identity::{ApiKeyCreated, ApiKeyRevoked, IdentityEvent};
 pub use ids::{AssetId, EventId, SensorId, TenantId};
 pub use models::{ModelArchived, ModelEvent, ModelPromoted, ModelRegistered};
 pub use predictions::{FailurePredicted, FeatureContribution};

@@ -36,6 +36,10 @@ pub const PREDICTIONS: &str = "sm.predictions.v1";
 /// (compacted).
 pub const PREDICTION_STATE: &str = "sm.prediction.state.v1";
 
+/// API keys: `ApiKeyCreated`, `ApiKeyRevoked`, keyed by key id (compacted: the last event of
+/// a key says whether it is valid).
+pub const IDENTITY: &str = "sm.identity.v1";
+
 /// Every platform topic, with whether it is compacted; `deploy/local` and the services
 /// create these (never broker auto-creation).
 pub const ALL: &[(&str, bool)] = &[
@@ -53,4 +57,5 @@ pub const ALL: &[(&str, bool)] = &[
     (MODELS, false),
     (PREDICTIONS, false),
     (PREDICTION_STATE, true),
+    (IDENTITY, true),
 ];

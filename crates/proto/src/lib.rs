@@ -4,16 +4,19 @@
 //! Layout:
 //! - [`v1`]: messages, clients and server traits of package `sm.v1`;
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection;
+//! - [`auth`]: client credentials ([`auth::Credentials`]: `SM_API_KEY` or `SM_TOKEN` on every
+//!   call);
 //! - [`convert`]: event time to and from `google.protobuf.Timestamp`, sensor specs to and
 //!   from the domain's [`sm_domain::SensorSpec`], and the analytics events (anomalies, drift,
 //!   stale sensors, retrain requests) to their messages;
 //! - the clients re-exported at the top ([`ReadingServiceClient`], [`AssetServiceClient`],
 //!   [`AlertServiceClient`], [`DriftServiceClient`], [`AnomalyServiceClient`],
-//!   [`ModelServiceClient`], [`PredictionServiceClient`]), so a
+//!   [`ModelServiceClient`], [`PredictionServiceClient`], [`KeyServiceClient`]), so a
 //!   command-line tool needs only `sm_proto::ReadingServiceClient::connect(url)`.
 //!
 //! It holds no server logic: `services/query` implements the server traits.
 
+pub mod auth;
 pub mod convert;
 
 /// Package `sm.v1`.
@@ -29,6 +32,7 @@ pub use v1::alert_service_client::AlertServiceClient;
 pub use v1::anomaly_service_client::AnomalyServiceClient;
 pub use v1::asset_service_client::AssetServiceClient;
 pub use v1::drift_service_client::DriftServiceClient;
+pub use v1::key_service_client::KeyServiceClient;
 pub use v1::model_service_client::ModelServiceClient;
 pub use v1::prediction_service_client::PredictionServiceClient;
 pub use v1::reading_service_client::ReadingServiceClient;
@@ -55,6 +59,7 @@ mod tests {
             "sm.v1.AnomalyService",
             "sm.v1.ModelService",
             "sm.v1.PredictionService",
+            "sm.v1.KeyService",
         ] {
             assert!(services.contains(&service.to_owned()), "{service} not in {services:?}");
         }

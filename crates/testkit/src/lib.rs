@@ -50,6 +50,16 @@ pub fn stack_from_env_file() -> Stack {
     }
 }
 
+impl Stack {
+    /// The local stack's admin key of every tenant (`SM_API_KEY`, also the query service's
+    /// `SM_AUTH__BOOTSTRAP_KEY`).
+    pub fn api_key(&self) -> String {
+        self.vars.get("SM_API_KEY").cloned().unwrap_or_else(|| {
+            panic!("SM_API_KEY is not in the stack env file: restart the stack with `deploy/local/stack up`")
+        })
+    }
+}
+
 /// `prefix-<random>`: a name no other test run uses.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])

@@ -7,11 +7,13 @@
 //! - [`schema`]: the read-model tables (migrations, TimescaleDB-aware);
 //! - [`readings`]: validated readings → `readings`, `latest_readings`, minute and hour rollups;
 //! - [`assets`]: asset registrations → `assets` and `sensors`;
+//! - [`identity`]: API key events → `api_keys` (no secrets, only their SHA-256);
 //! - [`alerts`]: anomalies, stale sensors, drift and retrain requests;
 //! - [`predictions`]: the prediction agent's `FailurePredicted` → `predictions`.
 
 pub mod alerts;
 pub mod assets;
+pub mod identity;
 pub mod predictions;
 pub mod readings;
 pub mod schema;

@@ -3,8 +3,8 @@
 use anyhow::Context;
 use sm_domain::topics;
 use sm_projector::{
-    ProjectorConfig, alerts::AlertsProjection, assets::AssetsProjection, predictions::PredictionsProjection,
-    readings::ReadingsProjection, schema,
+    ProjectorConfig, alerts::AlertsProjection, assets::AssetsProjection, identity::IdentityProjection,
+    predictions::PredictionsProjection, readings::ReadingsProjection, schema,
 };
 use sm_storage::ProjectionWriter;
 
@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             (topics::ANOMALIES, false),
             (topics::DRIFT, false),
             (topics::PREDICTIONS, false),
+            (topics::IDENTITY, true),
             (topics::PROJECTIONS_REJECTED, false),
         ],
     )
@@ -83,16 +84,26 @@ async fn main() -> anyhow::Result<()> {
     )?
     .with_health(health.clone())
     .run_projection(ProjectionWriter::new(pool.clone(), PredictionsProjection), signal());
+    let identity = sm_kafka::Runtime::new(
+        config.kafka.clone(),
+        "projector-identity",
+        &[topics::IDENTITY],
+        topics::PROJECTIONS_REJECTED,
+    )?
+    .with_health(health.clone())
+    .run_projection(ProjectionWriter::new(pool.clone(), IdentityProjection), signal());
     tokio::spawn(async move {
         sm_telemetry::shutdown_signal().await;
         let _ = stop.send(true);
     });
-    let (readings, assets, alerts, predictions) = tokio::join!(readings, assets, alerts, predictions);
+    let (readings, assets, alerts, predictions, identity) =
+        tokio::join!(readings, assets, alerts, predictions, identity);
     tracing::info!(
         readings = ?readings.context("readings projection")?,
         assets = ?assets.context("assets projection")?,
         alerts = ?alerts.context("alerts projection")?,
         predictions = ?predictions.context("predictions projection")?,
+        identity = ?identity.context("identity projection")?,
         "stopped"
     );
     Ok(())

@@ -39,7 +39,81 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "assets and sensors", sql: |_| ASSETS.to_owned() },
     Migration { version: 5, name: "anomalies, stale sensors, drift and retrain requests", sql: |_| ALERTS.to_owned() },
     Migration { version: 6, name: "predictions", sql: |_| PREDICTIONS.to_owned() },
+    Migration { version: 7, name: "api keys", sql: |_| API_KEYS.to_owned() },
+    Migration { version: 8, name: "row-level security by tenant", sql: row_level_security },
 ];
+
+/// The role the query service reads as (`SET ROLE` inside each transaction): not the
+/// owner, so the policies below apply to it.
+pub const READER_ROLE: &str = "sm_reader";
+
+/// Tables whose rows carry their tenant; each gets the same policy.
+pub const TENANT_TABLES: &[&str] = &[
+    "readings",
+    "latest_readings",
+    "assets",
+    "anomalies",
+    "stale_sensors",
+    "drift_events",
+    "retrain_requests",
+    "predictions",
+    "api_keys",
+];
+
+/// Tables without a tenant column: a row is visible when its asset is (the `assets` policy
+/// applies inside the policy's own query). Rollups are continuous aggregates (views) on
+/// TimescaleDB, which take no policy: there, as in every flavor, `Aggregate` only reads
+/// rollups of an asset it has checked the caller can see.
+fn by_asset_tables(flavor: Flavor) -> &'static [&'static str] {
+    match flavor {
+        Flavor::Native => &["sensors", "readings_1m", "readings_1h"],
+        Flavor::Timescale => &["sensors"],
+    }
+}
+
+/// Row-level security, the second wall behind the query service's tenant checks. Every
+/// transaction of the query service sets `sm.tenant_id` (`*` for a cross-tenant admin) with
+/// `set_config(..., true)`; with none set, `current_setting(..., true)` is NULL and no row
+/// is visible. The owner (the projector) is not subject to the policies and writes every
+/// tenant. The role itself is cluster-wide, so it is created only if missing, by whoever may.
+fn row_level_security(flavor: Flavor) -> String {
+    let setting = "current_setting('sm.tenant_id', true)";
+    let mut sql = format!(
+        "DO $$
+         BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER_ROLE}') THEN
+                 CREATE ROLE {READER_ROLE} NOLOGIN;
+             END IF;
+         EXCEPTION WHEN insufficient_privilege THEN
+             RAISE EXCEPTION 'role {READER_ROLE} is missing and % may not create it: as a superuser run CREATE ROLE {READER_ROLE} NOLOGIN; GRANT {READER_ROLE} TO %;', current_user, current_user;
+         END $$;
+         DO $$ BEGIN
+             EXECUTE format('GRANT USAGE ON SCHEMA %I TO {READER_ROLE}', current_schema());
+         END $$;
+\n"
+    );
+    for table in TENANT_TABLES {
+        sql.push_str(&format!(
+            "GRANT SELECT ON {table} TO {READER_ROLE};
+             ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+             DROP POLICY IF EXISTS tenant_rows ON {table};
+             CREATE POLICY tenant_rows ON {table} USING ({setting} = '*' OR tenant_id = {setting});\n"
+        ));
+    }
+    for table in by_asset_tables(flavor) {
+        sql.push_str(&format!(
+            "GRANT SELECT ON {table} TO {READER_ROLE};
+             ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+             DROP POLICY IF EXISTS tenant_rows ON {table};
+             CREATE POLICY tenant_rows ON {table} USING (
+                 {setting} = '*' OR EXISTS (SELECT 1 FROM assets a WHERE a.asset_id = {table}.asset_id));\n"
+        ));
+    }
+    if flavor == Flavor::Timescale {
+        sql.push_str(&format!("GRANT SELECT ON readings_1m, readings_1h TO {READER_ROLE};\n"));
+    }
+    sql
+}
 
 const READING_COLUMNS: &str = "
     tenant_id     text             NOT NULL,
@@ -223,6 +297,23 @@ CREATE TABLE retrain_requests (
     history_from timestamptz NOT NULL,
     history_to   timestamptz NOT NULL,
     occurred_at  timestamptz NOT NULL
+);";
+
+/// API keys as `sm.identity.v1` tells them: never a secret, only its SHA-256. A revocation
+/// of a key whose creation was compacted away still leaves a (revoked) row.
+const API_KEYS: &str = "
+CREATE TABLE api_keys (
+    key_id        text PRIMARY KEY,
+    tenant_id     text        NOT NULL,
+    name          text        NOT NULL DEFAULT '',
+    roles         text[]      NOT NULL DEFAULT '{}',
+    secret_sha256 text        NOT NULL DEFAULT '',
+    created_by    text        NOT NULL DEFAULT '',
+    created_at    timestamptz,
+    expires_at    timestamptz,
+    revoked_at    timestamptz,
+    revoked_by    text,
+    revoke_reason text
 );";
 
 /// What the prediction agent said, one row per `FailurePredicted` (keyed by event id: a replay

@@ -26,6 +26,7 @@ use rand::{Rng, SeedableRng};
 use sm_domain::EventId;
 use sm_kafka::KafkaConfig;
 use sm_proto::ReadingServiceClient;
+use sm_proto::auth::{AuthChannel, Credentials};
 use sm_proto::convert::from_timestamp;
 use sm_proto::v1::ListReadingsRequest;
 use sm_query::cursor::ReadingPosition;
@@ -358,8 +359,7 @@ async fn sql_client(url: String, seed: u64, window: Window) -> (Vec<Duration>, u
 /// Phase 2: `ListReadings` on the client's own channel (one HTTP/2 connection each, as 32
 /// separate callers would have), following `next_page_token`.
 async fn grpc_client(addr: SocketAddr, seed: u64, window: Window) -> (Vec<Duration>, usize) {
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut client = ReadingServiceClient::new(channel);
+    let mut client = ReadingServiceClient::new(authed(addr).await);
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut latencies, mut first_pages) = (Vec::new(), 0);
     'sessions: while latencies.len() < MAX_REQUESTS_PER_CLIENT {
@@ -505,7 +505,7 @@ async fn check_same_page(url: &str, addr: SocketAddr) {
         .iter()
         .map(|r| (r.get("sensor_id"), r.get::<_, PgTimestamp>("occurred_at").0, r.get("sequence")))
         .collect();
-    let mut grpc = ReadingServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut grpc = ReadingServiceClient::new(authed(addr).await);
     let page = grpc
         .list_readings(ListReadingsRequest { asset_id: asset, page_size: PAGE as i32, ..Default::default() })
         .await
@@ -552,6 +552,7 @@ async fn main() {
         kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
         postgres: PostgresConfig { url: Secret(url.clone()), pool_size: CLIENTS },
         telemetry: Default::default(),
+        auth: sm_query::auth::AuthConfig { bootstrap_key: Secret(stack.api_key()), ..Default::default() },
         artifacts: Default::default(),
         query: QuerySettings::default(),
     };
@@ -612,4 +613,10 @@ async fn main() {
         grpc.percentile(0.50) / sql.percentile(0.50),
         grpc.percentile(0.99) / sql.percentile(0.99)
     );
+}
+
+/// A channel calling as the stack's bootstrap admin.
+async fn authed(addr: SocketAddr) -> AuthChannel {
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    Credentials::bearer(&sm_testkit::stack_from_env_file().api_key()).unwrap().on(channel)
 }

@@ -32,6 +32,7 @@ use sm_models::ai4i::{ProcessSample, ProductType};
 use sm_models::cmapss::trajectories;
 use sm_models::failure::{FailureExample, FailureParams};
 use sm_models::{Artifact, FailureClassifier, Model, ModelCard, RulParams, RulRegressor, StreamLayout, TrainingData};
+use sm_proto::auth::{AuthChannel, Credentials};
 use sm_proto::v1;
 use sm_proto::v1::prediction_service_client::PredictionServiceClient;
 use sm_query::{QueryConfig, QueryServer, QuerySettings};
@@ -101,14 +102,14 @@ struct Inputs {
 
 /// One client: its own HTTP/2 connection.
 struct Caller {
-    health: HealthClient<Channel>,
-    predict: PredictionServiceClient<Channel>,
+    health: HealthClient<AuthChannel>,
+    predict: PredictionServiceClient<AuthChannel>,
     inputs: Arc<Inputs>,
 }
 
 impl Caller {
     async fn connect(addr: SocketAddr, inputs: Arc<Inputs>) -> Self {
-        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel = authed(addr).await;
         Self { health: HealthClient::new(channel.clone()), predict: PredictionServiceClient::new(channel), inputs }
     }
 
@@ -334,6 +335,7 @@ async fn main() {
         kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
         postgres: PostgresConfig { url: Secret(schema.url.clone()), pool_size: POOL_SIZE },
         telemetry: Default::default(),
+        auth: sm_query::auth::AuthConfig { bootstrap_key: Secret(stack.api_key()), ..Default::default() },
         artifacts,
         query: QuerySettings {
             assets_topic: unique("sm.assets.bench"),
@@ -429,9 +431,7 @@ async fn main() {
     // Resolve), so the time is the version lookup, the artifact's fetch and SHA-256 check, its
     // parse, and the prediction.
     let mut first = Caller::connect(addr, inputs.clone()).await;
-    let mut models = sm_proto::v1::model_service_client::ModelServiceClient::new(
-        Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap(),
-    );
+    let mut models = sm_proto::v1::model_service_client::ModelServiceClient::new(authed(addr).await);
     models.resolve(v1::ResolveRequest { name: rul_name.clone(), selector: String::new() }).await.unwrap();
     let mut cold = Vec::new();
     for target in [Target::PredictRul, Target::PredictFailure] {
@@ -555,4 +555,10 @@ async fn main() {
     }
     println!("measured phases took {measuring_secs:.1} s");
     drop(schema);
+}
+
+/// A channel calling as the stack's bootstrap admin.
+async fn authed(addr: SocketAddr) -> AuthChannel {
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    Credentials::bearer(&sm_testkit::stack_from_env_file().api_key()).unwrap().on(channel)
 }

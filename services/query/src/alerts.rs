@@ -17,6 +17,7 @@ use crate::feed::{AlertFeed, Subscription};
 use crate::metrics::observe;
 use futures::Stream;
 use sm_domain::{AnomalyDetected, Contribution, DriftDetected, QUOTE_MAX_CHARS, SensorId, Timestamp, quote};
+use sm_identity::TenantScope;
 use sm_proto::convert::{self, AlertOrigin};
 use sm_proto::v1::{self, alert_service_server::AlertService};
 use sm_storage::Pool;
@@ -124,15 +125,18 @@ impl Statement {
 /// paged list of alerts and predictions reads through it.
 pub(crate) async fn fetch_page<T>(
     pool: &Pool,
+    scope: &TenantScope,
     (sql, params): (String, Vec<Box<dyn ToSql + Sync + Send>>),
     page_size: usize,
     convert: fn(&Row) -> Result<(AlertPosition, T), QueryError>,
 ) -> Result<(Vec<T>, Option<AlertPosition>), QueryError> {
     let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-    let client = pool.get().await?;
+    let mut connection = pool.get().await?;
+    let client = crate::db::scoped(&mut connection, scope).await?;
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &params).await?;
     drop(client);
+    drop(connection);
     let mut items = Vec::with_capacity(rows.len().min(page_size));
     let mut last = None;
     for row in rows.iter().take(page_size) {
@@ -295,6 +299,8 @@ fn drift_from_row(row: &Row) -> Result<(AlertPosition, v1::Drift), QueryError> {
 /// What one `StreamAlerts` call asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamFilter {
+    /// The caller's tenants: a stream never carries another tenant's alert.
+    pub tenants: TenantScope,
     pub asset_id: String,
     pub sensor_id: String,
     pub min_severity: i32,
@@ -303,8 +309,9 @@ pub struct StreamFilter {
 
 impl StreamFilter {
     /// Validates a request.
-    pub fn new(request: v1::StreamAlertsRequest) -> Result<Self, QueryError> {
+    pub fn new(tenants: TenantScope, request: v1::StreamAlertsRequest) -> Result<Self, QueryError> {
         Ok(Self {
+            tenants,
             asset_id: request.asset_id,
             sensor_id: request.sensor_id,
             min_severity: min_severity(request.min_severity)?,
@@ -316,12 +323,17 @@ impl StreamFilter {
     pub fn matches(&self, alert: &v1::Alert) -> bool {
         use v1::alert::Kind;
         let Some(kind) = &alert.kind else { return false };
-        let (asset_id, sensor_id) = match kind {
-            Kind::Anomaly(a) => (&a.asset_id, &a.sensor_id),
-            Kind::Drift(d) => (&d.asset_id, &d.sensor_id),
-            Kind::SensorStale(s) => (&s.asset_id, &s.sensor_id),
-            Kind::RetrainRequest(r) => (&r.asset_id, &r.sensor_id),
+        let (tenant_id, asset_id, sensor_id) = match kind {
+            Kind::Anomaly(a) => (&a.tenant_id, &a.asset_id, &a.sensor_id),
+            Kind::Drift(d) => (&d.tenant_id, &d.asset_id, &d.sensor_id),
+            Kind::SensorStale(s) => (&s.tenant_id, &s.asset_id, &s.sensor_id),
+            Kind::RetrainRequest(r) => (&r.tenant_id, &r.asset_id, &r.sensor_id),
         };
+        if let TenantScope::One(tenant) = &self.tenants
+            && tenant.as_str() != tenant_id
+        {
+            return false;
+        }
         if (!self.asset_id.is_empty() && *asset_id != self.asset_id)
             || (!self.sensor_id.is_empty() && *sensor_id != self.sensor_id)
         {
@@ -371,6 +383,7 @@ impl Alerts {
     /// One page of `table` under `filter`: the converted rows and the next page token.
     async fn page<T>(
         &self,
+        scope: &TenantScope,
         table: AlertTable,
         filter: AlertFilter,
         page_size: i32,
@@ -381,13 +394,14 @@ impl Alerts {
         let after = table.continue_from(page_token, &filter)?;
         // One row more than the page tells whether another page follows, without a count.
         let statement = page_statement(table, &filter, after.as_ref(), page_size as i64 + 1);
-        let (items, next) = fetch_page(&self.pool, statement, page_size, convert).await?;
+        let (items, next) = fetch_page(&self.pool, scope, statement, page_size, convert).await?;
         let next_page_token = next.map(|after| table.cursor(filter, after).encode()).unwrap_or_default();
         Ok((items, next_page_token))
     }
 
     async fn list_anomalies_page(
         &self,
+        tenants: &TenantScope,
         request: v1::ListAnomaliesRequest,
     ) -> Result<v1::ListAnomaliesResponse, QueryError> {
         let (from, to) = time_range(request.from.as_ref(), request.to.as_ref())?;
@@ -401,12 +415,17 @@ impl Alerts {
             to,
             include_backfill: request.include_backfill,
         };
-        let (anomalies, next_page_token) =
-            self.page(AlertTable::Anomalies, filter, request.page_size, &request.page_token, anomaly_from_row).await?;
+        let (anomalies, next_page_token) = self
+            .page(tenants, AlertTable::Anomalies, filter, request.page_size, &request.page_token, anomaly_from_row)
+            .await?;
         Ok(v1::ListAnomaliesResponse { anomalies, next_page_token })
     }
 
-    async fn list_drift_page(&self, request: v1::ListDriftRequest) -> Result<v1::ListDriftResponse, QueryError> {
+    async fn list_drift_page(
+        &self,
+        scope: &TenantScope,
+        request: v1::ListDriftRequest,
+    ) -> Result<v1::ListDriftResponse, QueryError> {
         let (from, to) = time_range(request.from.as_ref(), request.to.as_ref())?;
         let filter = AlertFilter {
             asset_id: request.asset_id,
@@ -417,12 +436,16 @@ impl Alerts {
             ..AlertFilter::default()
         };
         let (drift, next_page_token) =
-            self.page(AlertTable::Drift, filter, request.page_size, &request.page_token, drift_from_row).await?;
+            self.page(scope, AlertTable::Drift, filter, request.page_size, &request.page_token, drift_from_row).await?;
         Ok(v1::ListDriftResponse { drift, next_page_token })
     }
 
-    async fn open_stream(&self, request: v1::StreamAlertsRequest) -> Result<AlertStream, QueryError> {
-        let filter = StreamFilter::new(request)?;
+    async fn open_stream(
+        &self,
+        scope: &TenantScope,
+        request: v1::StreamAlertsRequest,
+    ) -> Result<AlertStream, QueryError> {
+        let filter = StreamFilter::new(scope.clone(), request)?;
         let subscription = self.feed.subscribe()?;
         Ok(alert_stream(subscription, filter))
     }
@@ -434,20 +457,32 @@ impl AlertService for Alerts {
         &self,
         request: Request<v1::ListAnomaliesRequest>,
     ) -> Result<Response<v1::ListAnomaliesResponse>, Status> {
-        observe("ListAnomalies", self.list_anomalies_page(request.into_inner())).await
+        observe("ListAnomalies", async move {
+            let scope = crate::auth::tenants(&request)?;
+            self.list_anomalies_page(&scope, request.into_inner()).await
+        })
+        .await
     }
 
     async fn list_drift(
         &self,
         request: Request<v1::ListDriftRequest>,
     ) -> Result<Response<v1::ListDriftResponse>, Status> {
-        observe("ListDrift", self.list_drift_page(request.into_inner())).await
+        observe("ListDrift", async move {
+            let scope = crate::auth::tenants(&request)?;
+            self.list_drift_page(&scope, request.into_inner()).await
+        })
+        .await
     }
 
     type StreamAlertsStream = AlertStream;
 
     async fn stream_alerts(&self, request: Request<v1::StreamAlertsRequest>) -> Result<Response<AlertStream>, Status> {
-        observe("StreamAlerts", self.open_stream(request.into_inner())).await
+        observe("StreamAlerts", async move {
+            let scope = crate::auth::tenants(&request)?;
+            self.open_stream(&scope, request.into_inner()).await
+        })
+        .await
     }
 }
 
@@ -487,12 +522,10 @@ mod tests {
     }
 
     fn filter(asset: &str, sensor: &str, min_severity: i32, include_stale: bool) -> StreamFilter {
-        StreamFilter::new(v1::StreamAlertsRequest {
-            asset_id: asset.into(),
-            sensor_id: sensor.into(),
-            min_severity,
-            include_stale,
-        })
+        StreamFilter::new(
+            TenantScope::All,
+            v1::StreamAlertsRequest { asset_id: asset.into(), sensor_id: sensor.into(), min_severity, include_stale },
+        )
         .unwrap()
     }
 
@@ -516,6 +549,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_of_one_tenant_never_carries_another_tenants_alert() {
+        let of = |tenant: &str| v1::Alert {
+            kind: Some(v1::alert::Kind::Drift(v1::Drift {
+                tenant_id: tenant.into(),
+                asset_id: "p".into(),
+                ..Default::default()
+            })),
+        };
+        let acme = StreamFilter::new(TenantScope::parse("acme"), v1::StreamAlertsRequest::default()).unwrap();
+        assert!(acme.matches(&of("acme")));
+        assert!(!acme.matches(&of("globex")) && !acme.matches(&of("")));
+        assert!(filter("", "", 0, false).matches(&of("globex")), "every tenant's stream");
+    }
+
+    #[test]
     fn scopes_other_than_sensor_or_asset_are_refused_quoted_short() {
         for scope in ["", "sensor", "asset"] {
             assert_eq!(anomaly_scope(scope.into()).unwrap(), scope);
@@ -529,9 +577,9 @@ mod tests {
     #[test]
     fn severities_outside_zero_to_five_are_refused() {
         let request = |min_severity| v1::StreamAlertsRequest { min_severity, ..Default::default() };
-        assert!(StreamFilter::new(request(5)).is_ok());
+        assert!(StreamFilter::new(TenantScope::All, request(5)).is_ok());
         for bad in [-1, 6] {
-            let status = Status::from(StreamFilter::new(request(bad)).unwrap_err());
+            let status = Status::from(StreamFilter::new(TenantScope::All, request(bad)).unwrap_err());
             assert!(status.message().starts_with("min_severity:"), "{}", status.message());
         }
     }

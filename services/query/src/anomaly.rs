@@ -17,6 +17,7 @@ use crate::drift::SENSOR_KNOWN;
 use crate::error::QueryError;
 use crate::metrics::observe;
 use sm_analytics::sensor::{SensorDetector, SensorDetectorConfig, severity};
+use sm_identity::TenantScope;
 use sm_proto::v1::{self, anomaly_service_server::AnomalyService};
 use sm_storage::Pool;
 use tonic::{Request, Response, Status};
@@ -117,12 +118,17 @@ impl Anomalies {
         Self { pool }
     }
 
-    async fn score_readings(&self, request: v1::ScoreReadingsRequest) -> Result<v1::ScoreReadingsResponse, QueryError> {
+    async fn score_readings(
+        &self,
+        scope: &TenantScope,
+        request: v1::ScoreReadingsRequest,
+    ) -> Result<v1::ScoreReadingsResponse, QueryError> {
         if request.sensor_id.is_empty() {
             return Err(QueryError::invalid("sensor_id", "is required"));
         }
         let batch = Batch::new(&request)?;
-        let client = self.pool.get().await?;
+        let mut connection = self.pool.get().await?;
+        let client = crate::db::scoped(&mut connection, scope).await?;
         let (first_at, sensor) = (PgTimestamp(batch.first_at), &request.sensor_id);
         let rows = match batch.warmup_from {
             None => {
@@ -145,6 +151,7 @@ impl Anomalies {
             }
         }
         drop(client);
+        drop(connection);
         let mut history = rows.iter().map(|row| row.try_get::<_, f64>(0)).collect::<Result<Vec<f64>, _>>()?;
         history.reverse(); // oldest first, as the agent saw them
         let warmup_size = history.len() as i32;
@@ -160,7 +167,11 @@ impl AnomalyService for Anomalies {
         &self,
         request: Request<v1::ScoreReadingsRequest>,
     ) -> Result<Response<v1::ScoreReadingsResponse>, Status> {
-        observe("ScoreReadings", Anomalies::score_readings(self, request.into_inner())).await
+        observe("ScoreReadings", async move {
+            let scope = crate::auth::tenants(&request)?;
+            Anomalies::score_readings(self, &scope, request.into_inner()).await
+        })
+        .await
     }
 }
 

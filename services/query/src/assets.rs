@@ -18,6 +18,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sm_domain::units::{SENSOR_TYPES, canonical_unit};
 use sm_domain::{AssetId, AssetRegistered, Codec, Envelope, QUOTE_MAX_CHARS, SensorSpec, TenantId, Timestamp, quote};
+use sm_identity::{Principal, TenantScope};
 use sm_kafka::trace::{TRACEPARENT, TraceParent};
 use sm_proto::convert::to_timestamp;
 use sm_proto::v1::{self, asset_service_server::AssetService};
@@ -98,6 +99,9 @@ impl Publisher {
         Ok(())
     }
 }
+
+/// Who holds an asset id, whichever tenant it is.
+const OWNER: &str = "SELECT tenant_id FROM assets WHERE asset_id = $1";
 
 /// A registration that passed validation: what goes into the event.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,7 +206,11 @@ impl Assets {
         Self { pool, settings, publisher }
     }
 
-    async fn page(&self, request: v1::ListAssetsRequest) -> Result<v1::ListAssetsResponse, QueryError> {
+    async fn page(
+        &self,
+        scope: &TenantScope,
+        request: v1::ListAssetsRequest,
+    ) -> Result<v1::ListAssetsResponse, QueryError> {
         let page_size = args::page_size(request.page_size, &self.settings)?;
         let after = match request.page_token.as_str() {
             "" => String::new(),
@@ -213,10 +221,12 @@ impl Assets {
                 }
             },
         };
-        let client = self.pool.get().await?;
+        let mut connection = self.pool.get().await?;
+        let client = crate::db::scoped(&mut connection, scope).await?;
         let statement = client.prepare_cached(LIST).await?;
         let rows = client.query(&statement, &[&after, &(page_size as i64 + 1)]).await?;
         drop(client);
+        drop(connection);
         let mut assets = assets_from_rows(&rows)?;
         let next_page_token = if assets.len() > page_size {
             assets.truncate(page_size);
@@ -227,22 +237,47 @@ impl Assets {
         Ok(v1::ListAssetsResponse { assets, next_page_token })
     }
 
-    async fn get(&self, request: v1::GetAssetRequest) -> Result<v1::GetAssetResponse, QueryError> {
+    async fn get(&self, scope: &TenantScope, request: v1::GetAssetRequest) -> Result<v1::GetAssetResponse, QueryError> {
         if request.asset_id.is_empty() {
             return Err(QueryError::invalid("asset_id", "is required"));
         }
-        let client = self.pool.get().await?;
+        let mut connection = self.pool.get().await?;
+        let client = crate::db::scoped(&mut connection, scope).await?;
         let statement = client.prepare_cached(GET).await?;
         let rows = client.query(&statement, &[&request.asset_id]).await?;
         drop(client);
+        drop(connection);
         match assets_from_rows(&rows)?.pop() {
             Some(asset) => Ok(v1::GetAssetResponse { asset: Some(asset) }),
             None => Err(QueryError::AssetNotFound(request.asset_id)),
         }
     }
 
-    async fn register(&self, request: v1::RegisterAssetRequest) -> Result<v1::RegisterAssetResponse, QueryError> {
+    async fn register(
+        &self,
+        principal: &Principal,
+        mut request: v1::RegisterAssetRequest,
+    ) -> Result<v1::RegisterAssetResponse, QueryError> {
+        // The tenant is the caller's; only a cross-tenant admin names one (else the default).
+        request.tenant_id = match crate::auth::scope(principal, &request.tenant_id)? {
+            TenantScope::One(tenant) => tenant.0,
+            TenantScope::All => String::new(),
+        };
         let registration = validate_registration(request)?;
+        // Asset ids are global keys: an id another tenant holds is not taken over.
+        let mut connection = self.pool.get().await?;
+        let client = crate::db::scoped(&mut connection, &TenantScope::All).await?;
+        let owner = client.query_opt(OWNER, &[&registration.asset_id.0]).await?;
+        drop(client);
+        drop(connection);
+        if let Some(owner) = owner
+            && owner.try_get::<_, &str>(0)? != registration.tenant_id.as_str()
+        {
+            return Err(QueryError::PermissionDenied(format!(
+                "asset_id: {} is another tenant's asset; choose another id",
+                quote(&registration.asset_id.0, QUOTE_MAX_CHARS)
+            )));
+        }
         let event = Envelope::origin(
             registration.tenant_id,
             registration.asset_id,
@@ -316,18 +351,30 @@ impl AssetService for Assets {
         &self,
         request: Request<v1::ListAssetsRequest>,
     ) -> Result<Response<v1::ListAssetsResponse>, Status> {
-        observe("ListAssets", self.page(request.into_inner())).await
+        observe("ListAssets", async move {
+            let scope = crate::auth::tenants(&request)?;
+            self.page(&scope, request.into_inner()).await
+        })
+        .await
     }
 
     async fn get_asset(&self, request: Request<v1::GetAssetRequest>) -> Result<Response<v1::GetAssetResponse>, Status> {
-        observe("GetAsset", self.get(request.into_inner())).await
+        observe("GetAsset", async move {
+            let scope = crate::auth::tenants(&request)?;
+            self.get(&scope, request.into_inner()).await
+        })
+        .await
     }
 
     async fn register_asset(
         &self,
         request: Request<v1::RegisterAssetRequest>,
     ) -> Result<Response<v1::RegisterAssetResponse>, Status> {
-        observe("RegisterAsset", self.register(request.into_inner())).await
+        observe("RegisterAsset", async move {
+            let principal = crate::auth::principal(&request)?.clone();
+            self.register(&principal, request.into_inner()).await
+        })
+        .await
     }
 }
 

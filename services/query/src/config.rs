@@ -27,6 +27,8 @@ pub struct QueryConfig {
     /// SHA-256 the registry recorded. The same store the trainer writes to.
     pub artifacts: ArtifactStoreConfig,
     pub query: QuerySettings,
+    /// Who may call (`SM_AUTH__*`): the bootstrap key, OIDC issuers, the key cache, reflection.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// The query service's own settings (`SM_QUERY__*`).
@@ -118,6 +120,7 @@ impl QueryConfig {
             ));
         }
         self.artifacts.validate().map_err(|e| e.to_string())?;
+        self.auth.validate()?;
         Ok(())
     }
 }

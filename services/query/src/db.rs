@@ -9,6 +9,7 @@
 //! This is deliberately not chrono or time: microseconds are the domain's unit already.
 
 use bytes::BytesMut;
+use sm_identity::TenantScope;
 use std::error::Error;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
@@ -115,4 +116,22 @@ mod tests {
         assert!(out[8..].iter().all(|b| *b == 0));
         assert!(!<PgInterval as ToSql>::accepts(&Type::INT8));
     }
+}
+
+/// The role every tenant-scoped transaction runs as: not the tables' owner, so row-level
+/// security applies (the projector's migrations create it and its policies).
+pub const READER_ROLE: &str = "sm_reader";
+
+/// A transaction that sees only `scope`'s rows: `sm.tenant_id` and the role are set with
+/// `set_config(..., true)`, so they end with the transaction and a pooled connection never
+/// carries them to the next request. Read-only handlers just drop it (a rollback).
+pub async fn scoped<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    scope: &TenantScope,
+) -> Result<deadpool_postgres::Transaction<'a>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let statement =
+        tx.prepare_cached("SELECT set_config('role', $1, true), set_config('sm.tenant_id', $2, true)").await?;
+    tx.execute(&statement, &[&READER_ROLE, &scope.as_str()]).await?;
+    Ok(tx)
 }

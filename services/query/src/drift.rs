@@ -21,6 +21,7 @@ use crate::error::QueryError;
 use crate::metrics::observe;
 use sm_analytics::drift::{DriftConfig, check};
 use sm_domain::Timestamp;
+use sm_identity::TenantScope;
 use sm_proto::convert::to_timestamp;
 use sm_proto::v1::{self, drift_service_server::DriftService};
 use sm_storage::Pool;
@@ -106,14 +107,19 @@ impl Drift {
         Self { pool }
     }
 
-    async fn check_drift(&self, request: v1::CheckDriftRequest) -> Result<v1::CheckDriftResponse, QueryError> {
+    async fn check_drift(
+        &self,
+        scope: &TenantScope,
+        request: v1::CheckDriftRequest,
+    ) -> Result<v1::CheckDriftResponse, QueryError> {
         if request.sensor_id.is_empty() {
             return Err(QueryError::invalid("sensor_id", "is required"));
         }
         let windows = Windows::resolve(&request, Timestamp::now().as_micros())?;
         let config = drift_config(request.psi_bins)?;
 
-        let client = self.pool.get().await?;
+        let mut connection = self.pool.get().await?;
+        let client = crate::db::scoped(&mut connection, scope).await?;
         let statement = client.prepare_cached(WINDOW_VALUES).await?;
         let mut samples = Vec::with_capacity(2);
         for (from, to) in [windows.reference, windows.current] {
@@ -147,6 +153,7 @@ impl Drift {
             }
         }
         drop(client);
+        drop(connection);
 
         let ((reference, reference_readings), (current, current_readings)) = (reference, current);
         let (reference_size, current_size) = (reference.len() as i32, current.len() as i32);
@@ -175,7 +182,11 @@ impl DriftService for Drift {
         &self,
         request: Request<v1::CheckDriftRequest>,
     ) -> Result<Response<v1::CheckDriftResponse>, Status> {
-        observe("CheckDrift", Drift::check_drift(self, request.into_inner())).await
+        observe("CheckDrift", async move {
+            let scope = crate::auth::tenants(&request)?;
+            Drift::check_drift(self, &scope, request.into_inner()).await
+        })
+        .await
     }
 }
 

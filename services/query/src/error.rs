@@ -19,6 +19,12 @@ use tonic::Status;
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    /// No principal on the request: the auth layer is missing (a bug), never a client's doing.
+    #[error("the request carries no authenticated principal")]
+    Unauthenticated,
+    /// The principal may not do this (another tenant, a platform-wide change).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A request field is missing or wrong.
     #[error("{field}: {reason}")]
     InvalidArgument { field: String, reason: String },
@@ -35,6 +41,8 @@ pub enum QueryError {
         quote(.0, QUOTE_MAX_CHARS)
     )]
     SensorNotFound(String),
+    #[error("API key {} not found in your tenant; ListKeys shows them", quote(.0, QUOTE_MAX_CHARS))]
+    KeyNotFound(String),
     /// A time window of an on-demand check holds no readings of the sensor.
     #[error(
         "the {window} window [{from}, {to}) holds no readings of sensor {sensor}; move or widen it ({window}_from, {window}_to)",
@@ -112,7 +120,11 @@ impl From<QueryError> for Status {
             QueryError::InvalidArgument { .. } | QueryError::InvalidCursor(_) => {
                 Status::invalid_argument(error.to_string())
             }
-            QueryError::AssetNotFound(_) | QueryError::SensorNotFound(_) => Status::not_found(error.to_string()),
+            QueryError::AssetNotFound(_) | QueryError::SensorNotFound(_) | QueryError::KeyNotFound(_) => {
+                Status::not_found(error.to_string())
+            }
+            QueryError::Unauthenticated => Status::unauthenticated(error.to_string()),
+            QueryError::PermissionDenied(_) => Status::permission_denied(error.to_string()),
             QueryError::EmptyWindow { .. } => Status::failed_precondition(error.to_string()),
             QueryError::AlertFeedUnavailable(_) => Status::unavailable(error.to_string()),
             QueryError::StreamLagged { .. } => Status::resource_exhausted(error.to_string()),

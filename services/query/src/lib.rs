@@ -15,6 +15,9 @@
 //! - [`models`]: `sm.v1.ModelService` (the model registry; `Promote`, `Archive`);
 //! - [`predictions`]: `sm.v1.PredictionService` (prediction pages, each asset's latest,
 //!   `Predict` with a registered model version);
+//! - [`auth`]: who is calling and whether they may ([`auth::PERMISSIONS`], the tower layer in
+//!   front of every service);
+//! - [`keys`]: `sm.v1.KeyService` (API keys: create, list, revoke);
 //! - [`args`]: validation of the fields several methods share;
 //! - [`cursor`]: page tokens (keyset cursors);
 //! - [`db`]: exact microsecond conversions to PostgreSQL's `timestamptz` and `interval`;
@@ -30,12 +33,14 @@ pub mod alerts;
 pub mod anomaly;
 pub mod args;
 pub mod assets;
+pub mod auth;
 pub mod config;
 pub mod cursor;
 pub mod db;
 pub mod drift;
 pub mod error;
 pub mod feed;
+pub mod keys;
 pub mod metrics;
 pub mod models;
 pub mod predictions;
@@ -48,6 +53,7 @@ use sm_proto::v1::alert_service_server::{self, AlertServiceServer};
 use sm_proto::v1::anomaly_service_server::{self, AnomalyServiceServer};
 use sm_proto::v1::asset_service_server::{self, AssetServiceServer};
 use sm_proto::v1::drift_service_server::{self, DriftServiceServer};
+use sm_proto::v1::key_service_server::{self, KeyServiceServer};
 use sm_proto::v1::model_service_server::{self, ModelServiceServer};
 use sm_proto::v1::prediction_service_server::{self, PredictionServiceServer};
 use sm_proto::v1::reading_service_server::{self, ReadingServiceServer};
@@ -76,6 +82,8 @@ pub enum ServeError {
     Codec(#[from] sm_domain::CodecError),
     #[error("cannot open the artifact store: {0}; check SM_ARTIFACTS__*")]
     Artifacts(#[source] sm_registry::RegistryError),
+    #[error("cannot load the OIDC issuers' keys: {0}; check auth.issuers")]
+    Identity(#[from] sm_identity::jwt::JwtConfigError),
     #[error("cannot build gRPC reflection from the descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -92,6 +100,10 @@ pub struct QueryServer {
     anomaly: anomaly::Anomalies,
     models: models::Models,
     predictions: predictions::Predictions,
+    /// Identity settings: the authenticator is built when serving (it may fetch JWKS).
+    auth: auth::AuthConfig,
+    /// For `KeyService`'s events.
+    key_announcer: sm_kafka::Announcer,
     /// The fan-out side of the alert feed: readiness follows it, shutdown stops it.
     feed: feed::AlertFeed,
     /// Runs as a task while serving.
@@ -111,6 +123,7 @@ impl QueryServer {
         // them, and librdkafka's default context would log each report.
         let announcer_kafka = sm_kafka::KafkaConfig { statistics_interval_ms: 0, ..config.kafka.clone() };
         let announcer = sm_kafka::Announcer::new(&announcer_kafka).map_err(ServeError::Producer)?;
+        let key_announcer = sm_kafka::Announcer::new(&announcer_kafka).map_err(ServeError::Producer)?;
         let artifacts = config.artifacts.build().map_err(ServeError::Artifacts)?;
         let registry = models::RegistryHandle::new(pool.clone());
         Ok(Self {
@@ -121,6 +134,8 @@ impl QueryServer {
             alerts: alerts::Alerts::new(pool.clone(), settings, feed.clone()),
             drift: drift::Drift::new(pool.clone()),
             anomaly: anomaly::Anomalies::new(pool.clone()),
+            auth: config.auth.clone(),
+            key_announcer,
             pool,
             feed,
             feed_consumer,
@@ -143,6 +158,13 @@ impl QueryServer {
         health: Health,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        let authenticator = auth::Authenticator::new(&self.auth, self.pool.clone()).await?;
+        let keys = keys::Keys::new(
+            self.pool.clone(),
+            self.key_announcer,
+            self.auth.identity_topic.clone(),
+            authenticator.clone(),
+        );
         let (reporter, health_service) = tonic_health::server::health_reporter();
         // Descriptors of our services and of gRPC health, so `grpcurl list` shows all three
         // (reflection adds its own). Both protocol versions: grpcurl and older tools differ.
@@ -183,10 +205,15 @@ impl QueryServer {
 
         // Nagle's algorithm would hold small responses back for a delayed ACK.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Reflection only when configured (it is open, like health: see `auth`).
+        let (reflection_v1, reflection_v1alpha) =
+            if authenticator.reflection() { (Some(reflection_v1), Some(reflection_v1alpha)) } else { (None, None) };
         let result = tonic::transport::Server::builder()
+            .layer(auth::AuthLayer(authenticator))
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
+            .add_service(KeyServiceServer::new(keys))
             .add_service(ReadingServiceServer::new(self.readings))
             .add_service(AssetServiceServer::new(self.assets))
             .add_service(AlertServiceServer::new(self.alerts))
@@ -232,6 +259,7 @@ async fn report_readiness(
         anomaly_service_server::SERVICE_NAME,
         model_service_server::SERVICE_NAME,
         prediction_service_server::SERVICE_NAME,
+        key_service_server::SERVICE_NAME,
     ] {
         reporter.set_service_status(service, status(ready)).await;
     }

@@ -17,6 +17,7 @@ use tonic::{Response, Status};
 
 struct Families {
     requests: IntCounterVec,
+    refused: IntCounterVec,
     duration: HistogramVec,
     feed_alerts: IntCounterVec,
     feed_errors: IntCounterVec,
@@ -29,6 +30,14 @@ fn families() -> &'static Families {
     FAMILIES.get_or_init(|| {
         let requests = IntCounterVec::new(
             prometheus::Opts::new("sm_query_requests_total", "gRPC requests by method and status code"),
+            &["method", "code"],
+        )
+        .expect("valid metric");
+        let refused = IntCounterVec::new(
+            prometheus::Opts::new(
+                "sm_query_requests_refused_total",
+                "gRPC calls refused before reaching a handler (missing or bad credentials, missing permission), by method and code",
+            ),
             &["method", "code"],
         )
         .expect("valid metric");
@@ -61,13 +70,24 @@ fn families() -> &'static Families {
         // Registering twice (several servers in one test process) only fails the second time;
         // the families are process-wide either way.
         let _ = prometheus::register(Box::new(requests.clone()));
+        let _ = prometheus::register(Box::new(refused.clone()));
         let _ = prometheus::register(Box::new(duration.clone()));
         let _ = prometheus::register(Box::new(feed_alerts.clone()));
         let _ = prometheus::register(Box::new(feed_errors.clone()));
         let _ = prometheus::register(Box::new(streams_open.clone()));
         let _ = prometheus::register(Box::new(streams_lagged.clone()));
-        Families { requests, duration, feed_alerts, feed_errors, streams_open, streams_lagged }
+        Families { requests, refused, duration, feed_alerts, feed_errors, streams_open, streams_lagged }
     })
+}
+
+/// Counts a call the auth layer refused. The method label is the RPC's name when it is one
+/// of ours, else `other`, so made-up paths cannot grow the label set.
+pub fn refused(path: &str, code: tonic::Code) {
+    let method = match crate::auth::PERMISSIONS.iter().find(|(p, _)| *p == path) {
+        Some((p, _)) => p.rsplit('/').next().unwrap_or("other"),
+        None => "other",
+    };
+    families().refused.with_label_values(&[method, code_label(code)]).inc();
 }
 
 /// Runs one request handler, counts and times it, and converts its error.

@@ -16,6 +16,7 @@ use crate::assets::{DEFAULT_TENANT, PRODUCER, check_id};
 use crate::error::{QueryError, invalid_model_name, invalid_selector};
 use crate::metrics::observe;
 use sm_domain::{AssetId, DomainEvent, Envelope, TenantId, Timestamp, rfc3339};
+use sm_identity::{Principal, TenantScope};
 use sm_kafka::Announcer;
 use sm_proto::convert::to_timestamp;
 use sm_proto::v1::{self, model_service_server::ModelService};
@@ -148,6 +149,17 @@ pub fn version_message(version: ModelVersion) -> Result<v1::ModelVersion, QueryE
     })
 }
 
+/// Models serve every tenant (one registry per platform), so only an admin of every tenant
+/// may promote or archive one; a tenant's admin may not change what other tenants are served.
+fn platform_wide(principal: &Principal) -> Result<(), QueryError> {
+    match principal.tenants {
+        TenantScope::All => Ok(()),
+        TenantScope::One(ref tenant) => Err(QueryError::PermissionDenied(format!(
+            "models serve every tenant: promoting or archiving needs an admin of every tenant (`*`); {principal} is an admin of {tenant} only"
+        ))),
+    }
+}
+
 /// The `ModelService` implementation.
 pub struct Models {
     registry: RegistryHandle,
@@ -205,10 +217,16 @@ impl Models {
         Ok(v1::ResolveResponse { version: Some(version_message(version)?) })
     }
 
-    async fn promote_version(&self, request: v1::PromoteRequest) -> Result<v1::PromoteResponse, QueryError> {
+    async fn promote_version(
+        &self,
+        principal: &Principal,
+        request: v1::PromoteRequest,
+    ) -> Result<v1::PromoteResponse, QueryError> {
+        platform_wide(principal)?;
         let name = model_name("name", &request.name)?;
         let version = version_number(request.version)?;
-        let reason = reason(&request.reason)?;
+        // Who did it is the authenticated principal, never a name in the request.
+        let reason = format!("{principal}: {}", reason(&request.reason)?);
         let tenant = tenant(&request.tenant_id)?;
         let registry = self.registry.get().await?;
         let now = Timestamp::now();
@@ -225,10 +243,16 @@ impl Models {
         })
     }
 
-    async fn archive_version(&self, request: v1::ArchiveRequest) -> Result<v1::ArchiveResponse, QueryError> {
+    async fn archive_version(
+        &self,
+        principal: &Principal,
+        request: v1::ArchiveRequest,
+    ) -> Result<v1::ArchiveResponse, QueryError> {
+        platform_wide(principal)?;
         let name = model_name("name", &request.name)?;
         let version = version_number(request.version)?;
-        let reason = reason(&request.reason)?;
+        // Who did it is the authenticated principal, never a name in the request.
+        let reason = format!("{principal}: {}", reason(&request.reason)?);
         let tenant = tenant(&request.tenant_id)?;
         let registry = self.registry.get().await?;
         let now = Timestamp::now();
@@ -272,11 +296,19 @@ impl ModelService for Models {
     }
 
     async fn promote(&self, request: Request<v1::PromoteRequest>) -> Result<Response<v1::PromoteResponse>, Status> {
-        observe("Promote", self.promote_version(request.into_inner())).await
+        observe("Promote", async move {
+            let principal = crate::auth::principal(&request)?.clone();
+            self.promote_version(&principal, request.into_inner()).await
+        })
+        .await
     }
 
     async fn archive(&self, request: Request<v1::ArchiveRequest>) -> Result<Response<v1::ArchiveResponse>, Status> {
-        observe("Archive", self.archive_version(request.into_inner())).await
+        observe("Archive", async move {
+            let principal = crate::auth::principal(&request)?.clone();
+            self.archive_version(&principal, request.into_inner()).await
+        })
+        .await
     }
 }
 

@@ -23,6 +23,7 @@ use crate::error::QueryError;
 use crate::metrics::observe;
 use crate::models::{RegistryHandle, model_name, selector};
 use sm_domain::{QUOTE_MAX_CHARS, Timestamp, quote};
+use sm_identity::TenantScope;
 use sm_models::ai4i::{ProcessSample, ProductType};
 use sm_models::{FailureClassifier, Model, RulRegressor};
 use sm_proto::convert::to_timestamp;
@@ -376,19 +377,27 @@ impl Predictions {
         Ok(version)
     }
 
-    async fn list_page(&self, request: v1::ListPredictionsRequest) -> Result<v1::ListPredictionsResponse, QueryError> {
+    async fn list_page(
+        &self,
+        scope: &TenantScope,
+        request: v1::ListPredictionsRequest,
+    ) -> Result<v1::ListPredictionsResponse, QueryError> {
         let (from, to) = time_range(request.from.as_ref(), request.to.as_ref())?;
         let filter = PredictionFilter { asset_id: request.asset_id, from, to };
         let page_size = args::page_size(request.page_size, &self.settings)?;
         let after = continue_from(&request.page_token, &filter)?;
         // One row more than the page tells whether another page follows, without a count.
         let statement = page_statement(&filter, after.as_ref(), page_size as i64 + 1);
-        let (predictions, next) = fetch_page(&self.pool, statement, page_size, prediction_from_row).await?;
+        let (predictions, next) = fetch_page(&self.pool, scope, statement, page_size, prediction_from_row).await?;
         let next_page_token = next.map(|after| Cursor::Predictions { filter, after }.encode()).unwrap_or_default();
         Ok(v1::ListPredictionsResponse { predictions, next_page_token })
     }
 
-    async fn latest(&self, request: v1::LatestPredictionsRequest) -> Result<v1::LatestPredictionsResponse, QueryError> {
+    async fn latest(
+        &self,
+        scope: &TenantScope,
+        request: v1::LatestPredictionsRequest,
+    ) -> Result<v1::LatestPredictionsResponse, QueryError> {
         let max = self.settings.max_page_size as usize;
         if request.asset_ids.len() > max {
             return Err(QueryError::invalid(
@@ -399,7 +408,8 @@ impl Predictions {
         if let Some(i) = request.asset_ids.iter().position(String::is_empty) {
             return Err(QueryError::invalid(format!("asset_ids[{i}]"), "is empty"));
         }
-        let client = self.pool.get().await?;
+        let mut connection = self.pool.get().await?;
+        let client = crate::db::scoped(&mut connection, scope).await?;
         let rows = if request.asset_ids.is_empty() {
             // Every asset id, by skipping along the (asset_id, ...) index: one probe per asset
             // instead of reading every prediction.
@@ -422,6 +432,7 @@ impl Predictions {
             client.query(&statement, &[&ids]).await?
         };
         drop(client);
+        drop(connection);
         let predictions = rows.iter().map(|row| prediction_from_row(row).map(|(_, p)| p)).collect::<Result<_, _>>()?;
         Ok(v1::LatestPredictionsResponse { predictions })
     }
@@ -481,14 +492,22 @@ impl PredictionService for Predictions {
         &self,
         request: Request<v1::ListPredictionsRequest>,
     ) -> Result<Response<v1::ListPredictionsResponse>, Status> {
-        observe("ListPredictions", self.list_page(request.into_inner())).await
+        observe("ListPredictions", async move {
+            let scope = crate::auth::tenants(&request)?;
+            self.list_page(&scope, request.into_inner()).await
+        })
+        .await
     }
 
     async fn latest(
         &self,
         request: Request<v1::LatestPredictionsRequest>,
     ) -> Result<Response<v1::LatestPredictionsResponse>, Status> {
-        observe("LatestPredictions", Predictions::latest(self, request.into_inner())).await
+        observe("LatestPredictions", async move {
+            let scope = crate::auth::tenants(&request)?;
+            Predictions::latest(self, &scope, request.into_inner()).await
+        })
+        .await
     }
 
     async fn predict(&self, request: Request<v1::PredictRequest>) -> Result<Response<v1::PredictResponse>, Status> {

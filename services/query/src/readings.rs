@@ -15,6 +15,7 @@ use crate::db::{PgInterval, PgTimestamp};
 use crate::error::QueryError;
 use crate::metrics::observe;
 use sm_domain::Timestamp;
+use sm_identity::TenantScope;
 use sm_proto::convert::to_timestamp;
 use sm_proto::v1::{self, reading_service_server::ReadingService};
 use sm_storage::Pool;
@@ -155,7 +156,11 @@ impl Readings {
         Self { pool, settings }
     }
 
-    async fn page(&self, request: v1::ListReadingsRequest) -> Result<v1::ListReadingsResponse, QueryError> {
+    async fn page(
+        &self,
+        scope: &TenantScope,
+        request: v1::ListReadingsRequest,
+    ) -> Result<v1::ListReadingsResponse, QueryError> {
         let subject = args::subject(&request.asset_id, &request.sensor_id)?;
         let start = args::optional_time("start", request.start.as_ref())?;
         let end = args::optional_time("end", request.end.as_ref())?;
@@ -185,7 +190,8 @@ impl Readings {
         let end = PgTimestamp(end.unwrap_or(PgTimestamp::INFINITY.0));
         // One row more than the page tells whether another page follows, without a count.
         let limit = page_size as i64 + 1;
-        let client = self.pool.get().await?;
+        let mut connection = self.pool.get().await?;
+        let client = crate::db::scoped(&mut connection, scope).await?;
         let rows = match (&after, by_asset) {
             (None, true) => {
                 let statement = client.prepare_cached(LIST_BY_ASSET).await?;
@@ -209,6 +215,7 @@ impl Readings {
             }
         };
         drop(client);
+        drop(connection);
 
         let mut readings = Vec::with_capacity(rows.len().min(page_size));
         let mut last = None;
@@ -224,7 +231,11 @@ impl Readings {
         Ok(v1::ListReadingsResponse { readings, next_page_token })
     }
 
-    async fn buckets(&self, request: v1::AggregateRequest) -> Result<v1::AggregateResponse, QueryError> {
+    async fn buckets(
+        &self,
+        scope: &TenantScope,
+        request: v1::AggregateRequest,
+    ) -> Result<v1::AggregateResponse, QueryError> {
         let subject = args::subject(&request.asset_id, &request.sensor_id)?;
         let start = args::required_time("start", request.start.as_ref())?;
         let end = args::required_time("end", request.end.as_ref())?;
@@ -236,10 +247,12 @@ impl Readings {
             Subject::Asset(id) | Subject::Sensor(id) => id,
         };
 
-        let client = self.pool.get().await?;
+        let mut connection = self.pool.get().await?;
+        let client = crate::db::scoped(&mut connection, scope).await?;
         let statement = client.prepare_cached(&source.sql(&subject)).await?;
         let rows = client.query(&statement, &[id, &PgTimestamp(start), &PgTimestamp(end), &PgInterval(width)]).await?;
         drop(client);
+        drop(connection);
 
         let buckets = rows
             .iter()
@@ -259,11 +272,16 @@ impl Readings {
         Ok(v1::AggregateResponse { buckets, source: source.table().to_owned() })
     }
 
-    async fn latest_of_asset(&self, request: v1::LatestRequest) -> Result<v1::LatestResponse, QueryError> {
+    async fn latest_of_asset(
+        &self,
+        scope: &TenantScope,
+        request: v1::LatestRequest,
+    ) -> Result<v1::LatestResponse, QueryError> {
         if request.asset_id.is_empty() {
             return Err(QueryError::invalid("asset_id", "is required"));
         }
-        let client = self.pool.get().await?;
+        let mut connection = self.pool.get().await?;
+        let client = crate::db::scoped(&mut connection, scope).await?;
         let statement = client.prepare_cached(LATEST).await?;
         let rows = client.query(&statement, &[&request.asset_id]).await?;
         if rows.is_empty() {
@@ -275,6 +293,7 @@ impl Readings {
             }
         }
         drop(client);
+        drop(connection);
         let readings =
             rows.iter().map(|row| reading_from_row(row, false).map(|(_, r)| r)).collect::<Result<Vec<_>, _>>()?;
         Ok(v1::LatestResponse { readings })
@@ -315,18 +334,30 @@ impl ReadingService for Readings {
         &self,
         request: Request<v1::ListReadingsRequest>,
     ) -> Result<Response<v1::ListReadingsResponse>, Status> {
-        observe("ListReadings", self.page(request.into_inner())).await
+        observe("ListReadings", async move {
+            let scope = crate::auth::tenants(&request)?;
+            self.page(&scope, request.into_inner()).await
+        })
+        .await
     }
 
     async fn aggregate(
         &self,
         request: Request<v1::AggregateRequest>,
     ) -> Result<Response<v1::AggregateResponse>, Status> {
-        observe("Aggregate", self.buckets(request.into_inner())).await
+        observe("Aggregate", async move {
+            let scope = crate::auth::tenants(&request)?;
+            self.buckets(&scope, request.into_inner()).await
+        })
+        .await
     }
 
     async fn latest(&self, request: Request<v1::LatestRequest>) -> Result<Response<v1::LatestResponse>, Status> {
-        observe("Latest", self.latest_of_asset(request.into_inner())).await
+        observe("Latest", async move {
+            let scope = crate::auth::tenants(&request)?;
+            self.latest_of_asset(&scope, request.into_inner()).await
+        })
+        .await
     }
 }
 

@@ -21,6 +21,7 @@ use sm_domain::{
     SensorStale, Timestamp, topics,
 };
 use sm_kafka::KafkaConfig;
+use sm_proto::auth::AuthChannel as Channel;
 use sm_proto::convert::{from_timestamp, to_timestamp};
 use sm_proto::v1;
 use sm_proto::{AlertServiceClient, AnomalyServiceClient, DriftServiceClient};
@@ -33,7 +34,6 @@ use sm_testkit::{Record, Stack, stack_from_env_file, unique};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tonic::Code;
-use tonic::transport::Channel;
 
 const SECOND: i64 = 1_000_000;
 const MINUTE: i64 = 60 * SECOND;
@@ -61,6 +61,7 @@ impl Fixture {
             postgres: PostgresConfig { url: Secret(url), pool_size: 4 },
             telemetry: Default::default(),
             artifacts: Default::default(),
+            auth: common::auth(&stack),
             query: QuerySettings { assets_topic: unique("sm.assets.test"), ..QuerySettings::default() },
         };
         config.validate().unwrap();

@@ -12,6 +12,7 @@ mod common;
 use sm_domain::{Codec, Decode, ModelEvent, Timestamp};
 use sm_kafka::KafkaConfig;
 use sm_models::{ModelKind, TrainingData};
+use sm_proto::auth::AuthChannel as Channel;
 use sm_proto::convert::to_timestamp;
 use sm_proto::v1;
 use sm_proto::v1::model_service_client::ModelServiceClient;
@@ -24,7 +25,6 @@ use sm_testkit::{Stack, create_topic, stack_from_env_file, unique};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// 2026-01-01T00:00:00Z, in µs.
 const JAN_1: i64 = 1_767_225_600_000_000;
@@ -51,6 +51,7 @@ impl Fixture {
             kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
             postgres: PostgresConfig { url: Secret(schema.url.clone()), pool_size: 4 },
             telemetry: Default::default(),
+            auth: common::auth(&stack),
             artifacts: ArtifactStoreConfig {
                 url: format!("file://{}", artifacts.path().display()),
                 ..ArtifactStoreConfig::default()
@@ -223,21 +224,23 @@ async fn lists_resolves_promotes_and_archives_publishing_each_change() {
         assert_eq!(event.header.asset_id.as_str(), name);
         assert_eq!(event.header.producer, "query");
     }
+    // The reason is recorded after the authenticated principal, not a name the request gave.
+    let by = |reason: &str| format!("key:{}: {reason}", fixture.server.key_id());
     match &events[0].1.payload {
         ModelEvent::Promoted(p) => {
-            assert_eq!((p.version, p.previous_version, p.reason.as_str()), (1, None, "ops: first release"));
+            assert_eq!((p.version, p.previous_version, p.reason.clone()), (1, None, by("ops: first release")));
         }
         other => panic!("not a promotion: {other:?}"),
     }
     match &events[1].1.payload {
         ModelEvent::Promoted(p) => {
-            assert_eq!((p.version, p.previous_version, p.reason.as_str()), (2, Some(1), "trainer: better f1"));
+            assert_eq!((p.version, p.previous_version, p.reason.clone()), (2, Some(1), by("trainer: better f1")));
             assert!(p.comparison.is_empty(), "a promotion by hand carries no comparison");
         }
         other => panic!("not a promotion: {other:?}"),
     }
     match &events[3].1.payload {
-        ModelEvent::Archived(a) => assert_eq!((a.version, a.reason.as_str()), (2, "ops: retired")),
+        ModelEvent::Archived(a) => assert_eq!((a.version, a.reason.clone()), (2, by("ops: retired"))),
         other => panic!("not an archival: {other:?}"),
     }
     assert_eq!(events[3].1.header.tenant_id.as_str(), "acme");

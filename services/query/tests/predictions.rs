@@ -19,6 +19,7 @@ use sm_models::{
     Artifact, BoostParams, FailureClassifier, Model, ModelCard, ModelKind, RulParams, RulRegressor, StreamLayout,
     TrainingData,
 };
+use sm_proto::auth::AuthChannel as Channel;
 use sm_proto::convert::{from_timestamp, to_timestamp};
 use sm_proto::v1;
 use sm_proto::v1::prediction_service_client::PredictionServiceClient;
@@ -31,7 +32,6 @@ use sm_testkit::{stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const SECOND: i64 = 1_000_000;
 /// 2025-11-24T16:00:00Z.
@@ -58,6 +58,7 @@ impl Fixture {
             kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
             postgres: PostgresConfig { url: Secret(schema.url.clone()), pool_size: 4 },
             telemetry: Default::default(),
+            auth: common::auth(&stack),
             artifacts: ArtifactStoreConfig {
                 url: format!("file://{}", artifacts.path().display()),
                 ..ArtifactStoreConfig::default()

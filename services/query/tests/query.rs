@@ -13,6 +13,7 @@ use futures::StreamExt;
 use rand::Rng;
 use sm_domain::{AssetRegistered, Codec};
 use sm_kafka::KafkaConfig;
+use sm_proto::auth::AuthChannel as Channel;
 use sm_proto::convert::{from_timestamp, to_timestamp};
 use sm_proto::v1;
 use sm_proto::{AssetServiceClient, ReadingServiceClient};
@@ -25,7 +26,6 @@ use sm_testkit::{Stack, stack_from_env_file, unique};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 use tonic::Code;
-use tonic::transport::Channel;
 
 const SECOND: i64 = 1_000_000;
 const MINUTE: i64 = 60 * SECOND;
@@ -81,6 +81,7 @@ impl Fixture {
             kafka: kafka.clone(),
             postgres: PostgresConfig { url: Secret(url), pool_size: 4 },
             telemetry: Default::default(),
+            auth: common::auth(&stack),
             artifacts: Default::default(),
             query: QuerySettings { assets_topic: assets_topic.clone(), ..QuerySettings::default() },
         };

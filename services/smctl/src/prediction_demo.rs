@@ -94,11 +94,9 @@ pub async fn predictions(config: &SmctlConfig, args: PredictionDemoArgs) -> anyh
         args.runs, args.assets, args.rate, args.duration
     );
     train(config, &args, &catalog, 1_000, true).await?;
-    let url = args.endpoint.query_url.clone();
-    let mut models = ModelServiceClient::connect(url.clone())
-        .await
-        .with_context(|| format!("connecting to the query service at {url} (SM_QUERY_URL)"))?;
-    let mut predictions = PredictionServiceClient::connect(url.clone()).await?;
+    let channel = args.endpoint.channel().await?;
+    let mut models = ModelServiceClient::new(channel.clone());
+    let mut predictions = PredictionServiceClient::new(channel);
     let first = models
         .resolve(ResolveRequest { name: "rul-pump".into(), selector: "production".into() })
         .await

@@ -11,6 +11,26 @@ pub struct Endpoint {
     /// gRPC address of the query service.
     #[arg(long, env = "SM_QUERY_URL", default_value = "http://127.0.0.1:50051")]
     pub query_url: String,
+    /// API key (smk_...) to call with; the local stack's env file holds an admin key.
+    #[arg(long, env = "SM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// OIDC bearer token to call with, instead of an API key.
+    #[arg(long, env = "SM_TOKEN", hide_env_values = true, conflicts_with = "api_key")]
+    pub token: Option<String>,
+}
+
+impl Endpoint {
+    /// A channel to the query service whose every call carries the credentials.
+    pub async fn channel(&self) -> anyhow::Result<sm_proto::auth::AuthChannel> {
+        let credential = self.api_key.as_deref().or(self.token.as_deref()).unwrap_or_default();
+        let credentials = sm_proto::auth::Credentials::bearer(credential)?;
+        let channel = tonic::transport::Endpoint::from_shared(self.query_url.clone())
+            .with_context(|| format!("SM_QUERY_URL {} is not a URL", self.query_url))?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to the query service at {} (SM_QUERY_URL)", self.query_url))?;
+        Ok(credentials.on(channel))
+    }
 }
 
 /// `smctl readings`.
@@ -78,10 +98,10 @@ pub async fn latest(args: LatestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<sm_proto::ReadingServiceClient<tonic::transport::Channel>> {
-    sm_proto::ReadingServiceClient::connect(endpoint.query_url.clone())
-        .await
-        .with_context(|| format!("connecting to the query service at {} (SM_QUERY_URL)", endpoint.query_url))
+pub async fn connect(
+    endpoint: &Endpoint,
+) -> anyhow::Result<sm_proto::ReadingServiceClient<sm_proto::auth::AuthChannel>> {
+    Ok(sm_proto::ReadingServiceClient::new(endpoint.channel().await?))
 }
 
 /// One line per reading: event time, sensor, value and unit, flags.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use futures::StreamExt;
+use sm_proto::auth::{AuthChannel, Credentials};
 use tonic::transport::Channel;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
@@ -11,7 +12,7 @@ use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client
 
 /// gRPC health answers SERVING for each of `healthy` (`""` is the server as a whole), and
 /// reflection lists each of `listed`.
-pub async fn assert_served_and_listed(channel: Channel, healthy: &[&str], listed: &[&str]) {
+pub async fn assert_served_and_listed(channel: AuthChannel, healthy: &[&str], listed: &[&str]) {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     for service in healthy {
         let response = health
@@ -39,9 +40,20 @@ pub async fn assert_served_and_listed(channel: Channel, healthy: &[&str], listed
     }
 }
 
+/// Identity settings of a test server: the stack's bootstrap admin key, reflection on.
+pub fn auth(stack: &sm_testkit::Stack) -> sm_query::auth::AuthConfig {
+    sm_query::auth::AuthConfig {
+        bootstrap_key: sm_telemetry::Secret(stack.api_key()),
+        reflection: true,
+        ..Default::default()
+    }
+}
+
 /// The query server of one test, on a loopback port of its own.
 pub struct Server {
     addr: std::net::SocketAddr,
+    /// What [`Server::channel`] authenticates with: the configured bootstrap key.
+    key: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -51,6 +63,7 @@ impl Server {
     pub async fn start(config: &sm_query::QueryConfig, pool: sm_storage::Pool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let key = config.auth.bootstrap_key.0.clone();
         let server = sm_query::QueryServer::new(config, pool).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -61,10 +74,26 @@ impl Server {
                 .await
                 .unwrap();
         });
-        Self { addr, stop: Some(stop), task: Some(task) }
+        Self { addr, key, stop: Some(stop), task: Some(task) }
     }
 
-    pub async fn channel(&self) -> Channel {
+    /// The id of the key [`Server::channel`] calls with, as principals name it (`key:<id>`).
+    pub fn key_id(&self) -> String {
+        self.key.split('_').nth(1).unwrap_or_default().to_owned()
+    }
+
+    /// A channel that calls as the bootstrap admin (every tenant).
+    pub async fn channel(&self) -> AuthChannel {
+        self.channel_as(&self.key).await
+    }
+
+    /// A channel that calls with `credential` (an API key or a token).
+    pub async fn channel_as(&self, credential: &str) -> AuthChannel {
+        Credentials::bearer(credential).unwrap().on(self.plain_channel().await)
+    }
+
+    /// A channel without credentials.
+    pub async fn plain_channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
     }
 
