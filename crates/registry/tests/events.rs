@@ -17,7 +17,9 @@ use sm_testkit::{stack_from_env_file, unique};
 const JAN_1: i64 = 1_767_225_600_000_000;
 
 async fn registry(schema: &ScratchSchema) -> Registry {
-    let pool = sm_storage::connect(&PostgresConfig { url: Secret(schema.url.clone()), pool_size: 2 }).unwrap();
+    let pool =
+        sm_storage::connect(&PostgresConfig { url: Secret(schema.url.clone()), pool_size: 2, ..Default::default() })
+            .unwrap();
     Registry::open(pool).await.unwrap()
 }
 

@@ -19,7 +19,9 @@ const JAN_1: i64 = 1_767_225_600_000_000;
 
 async fn registry() -> Registry {
     let stack = stack_from_env_file();
-    let pool = sm_storage::connect(&PostgresConfig { url: Secret(stack.postgres_url), pool_size: 16 }).unwrap();
+    let pool =
+        sm_storage::connect(&PostgresConfig { url: Secret(stack.postgres_url), pool_size: 16, ..Default::default() })
+            .unwrap();
     Registry::open(pool).await.unwrap()
 }
 

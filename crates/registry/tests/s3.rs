@@ -28,7 +28,9 @@ async fn artifacts_round_trip_through_s3_and_altered_bytes_are_refused() {
     let settings: Settings = sm_telemetry::config::load_from(None, &stack.vars).unwrap();
     assert!(settings.artifacts.url.starts_with("s3://"), "SM_ARTIFACTS__URL in the stack env is not s3://");
     let store = settings.artifacts.build().unwrap();
-    let pool = sm_storage::connect(&PostgresConfig { url: Secret(stack.postgres_url), pool_size: 2 }).unwrap();
+    let pool =
+        sm_storage::connect(&PostgresConfig { url: Secret(stack.postgres_url), pool_size: 2, ..Default::default() })
+            .unwrap();
     let registry = Registry::open(pool).await.unwrap();
 
     let name = unique("s3-model");

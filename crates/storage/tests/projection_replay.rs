@@ -99,7 +99,8 @@ async fn row_count(client: &tokio_postgres::Client, table: &str) -> i64 {
 
 /// Runs the writer until the rows table holds `until` rows and nothing changed for a while.
 async fn run_until(stack: &Stack, topic: &str, group: &str, projection: ReadingRows, until: i64) -> RunSummary {
-    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2 }).unwrap();
+    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2, ..Default::default() })
+        .unwrap();
     let client = pool.get().await.unwrap();
     let rows_table = projection.rows.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -162,7 +163,8 @@ async fn replaying_a_topic_twice_leaves_identical_rows() {
         rows: format!("rows_{suffix}"),
         counts: format!("counts_{suffix}"),
     };
-    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2 }).unwrap();
+    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2, ..Default::default() })
+        .unwrap();
     migrate(&pool, "storage", &[]).await.unwrap();
     let client = pool.get().await.unwrap();
     client
@@ -208,7 +210,8 @@ async fn replaying_a_topic_twice_leaves_identical_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_apply_once_even_when_instances_start_together() {
     let stack = stack_from_env_file();
-    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 4 }).unwrap();
+    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 4, ..Default::default() })
+        .unwrap();
     let component: &'static str = Box::leak(unique("component").into_boxed_str());
     const MIGRATIONS: &[Migration] = &[
         Migration { version: 1, name: "create", sql: |_| "CREATE TEMP TABLE IF NOT EXISTS probe (x int)".into() },

@@ -43,7 +43,8 @@ fn rows(prefix: &str, total: usize) -> Vec<Envelope<ValidatedReading>> {
 async fn main() {
     let total: usize = std::env::var("SM_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let stack = stack_from_env_file();
-    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2 }).unwrap();
+    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2, ..Default::default() })
+        .unwrap();
     let flavor = migrate(&pool, schema::COMPONENT, schema::MIGRATIONS).await.unwrap();
     let mut client = pool.get().await.unwrap();
 

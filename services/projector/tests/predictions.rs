@@ -71,7 +71,8 @@ async fn project_until(stack_kafka: &str, topic: &str, pool: &Pool, done: impl A
 async fn projects_every_field_once_and_a_replay_changes_nothing() {
     let stack = stack_from_env_file();
     let schema = ScratchSchema::create(&stack, "sm_predictions_projection").await;
-    let pool = connect(&PostgresConfig { url: Secret(schema.url.clone()), pool_size: 2 }).unwrap();
+    let pool =
+        connect(&PostgresConfig { url: Secret(schema.url.clone()), pool_size: 2, ..Default::default() }).unwrap();
     migrate(&pool, schema::COMPONENT, schema::MIGRATIONS).await.unwrap();
     let topic = unique("predictions");
     create_topic(&stack.kafka, &topic, 3).await;

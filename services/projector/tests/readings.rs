@@ -31,7 +31,8 @@ fn reading(asset: &str, sensor: &str, at_micros: i64, value: f64, sequence: i64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projects_rows_latest_and_rollups_and_ignores_late_data_for_latest() {
     let stack = stack_from_env_file();
-    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2 }).unwrap();
+    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2, ..Default::default() })
+        .unwrap();
     let flavor = migrate(&pool, schema::COMPONENT, schema::MIGRATIONS).await.unwrap();
     let topic = unique("validated");
     create_topic(&stack.kafka, &topic, 3).await;
@@ -173,7 +174,8 @@ async fn projects_asset_registrations_and_replaces_sensor_lists() {
     use sm_domain::{AssetRegistered, SensorSpec};
     use sm_projector::assets::AssetsProjection;
     let stack = stack_from_env_file();
-    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2 }).unwrap();
+    let pool = connect(&PostgresConfig { url: Secret(stack.postgres_url.clone()), pool_size: 2, ..Default::default() })
+        .unwrap();
     migrate(&pool, schema::COMPONENT, schema::MIGRATIONS).await.unwrap();
     let topic = unique("assets");
     create_topic(&stack.kafka, &topic, 1).await;

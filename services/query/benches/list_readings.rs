@@ -145,7 +145,8 @@ async fn ensure_rows(admin_url: &str, url: &str, per_sensor: usize) -> (Layout, 
     }
 
     admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}")).await.unwrap();
-    let pool = sm_storage::connect(&PostgresConfig { url: Secret(url.to_owned()), pool_size: 1 }).unwrap();
+    let pool = sm_storage::connect(&PostgresConfig { url: Secret(url.to_owned()), pool_size: 1, ..Default::default() })
+        .unwrap();
     let flavor =
         sm_storage::migrate(&pool, sm_projector::schema::COMPONENT, sm_projector::schema::MIGRATIONS).await.unwrap();
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64 * 1_000_000;
@@ -308,10 +309,12 @@ impl Window {
 
 /// Phase 1: `LIST_BY_ASSET` and `LIST_BY_ASSET_AFTER` on one connection, prepared once, with
 /// the parameters the service binds; the cursor is the page's last row, as the service's.
-async fn sql_client(url: String, seed: u64, window: Window) -> (Vec<Duration>, usize) {
-    let client = connect(&url).await;
+async fn sql_client(url: String, seed: u64, window: Window, scoped: bool) -> (Vec<Duration>, usize) {
+    let mut client = connect(&url).await;
     let first = client.prepare(LIST_BY_ASSET).await.unwrap();
     let after = client.prepare(LIST_BY_ASSET_AFTER).await.unwrap();
+    let scope =
+        client.prepare("SELECT set_config('role', $1, true), set_config('sm.tenant_id', $2, true)").await.unwrap();
     let (start, end, limit) = (PgTimestamp::NEG_INFINITY, PgTimestamp::INFINITY, PAGE as i64 + 1);
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut latencies, mut first_pages) = (Vec::new(), 0);
@@ -324,14 +327,26 @@ async fn sql_client(url: String, seed: u64, window: Window) -> (Vec<Duration>, u
                 break 'sessions;
             }
             let query = async {
-                match &cursor {
-                    None => client.query(&first, &[&asset, &start, &end, &limit]).await,
-                    Some(c) => {
-                        let position = PgTimestamp(c.occurred_at);
-                        client
-                            .query(&after, &[&asset, &start, &end, &position, &c.sensor_id, &c.sequence, &limit])
-                            .await
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)>;
+                let position = cursor.as_ref().map(|c| PgTimestamp(c.occurred_at));
+                let statement = match (&cursor, &position) {
+                    (Some(c), Some(position)) => {
+                        params = vec![&asset, &start, &end, position, &c.sensor_id, &c.sequence, &limit];
+                        &after
                     }
+                    _ => {
+                        params = vec![&asset, &start, &end, &limit];
+                        &first
+                    }
+                };
+                if scoped {
+                    // As the service reads (`sm_query::db::scoped`): a transaction with the
+                    // reader role and the tenant set, dropped (rolled back) after the page.
+                    let tx = client.transaction().await?;
+                    tx.execute(&scope, &[&sm_query::db::READER_ROLE, &"*"]).await?;
+                    tx.query(statement, &params).await
+                } else {
+                    client.query(statement, &params).await
                 }
             };
             let rows = tokio::time::timeout(REQUEST_TIMEOUT, query).await.expect("SQL page timed out").unwrap();
@@ -545,12 +560,17 @@ async fn main() {
     // Phase 1: the SQL alone, one connection per client.
     let window = Window::new(secs);
     let (sql, sql_cpu) =
-        run_phase(window, (0..CLIENTS).map(|n| sql_client(url.clone(), n as u64, window)).collect()).await;
+        run_phase(window, (0..CLIENTS).map(|n| sql_client(url.clone(), n as u64, window, false)).collect()).await;
+    // Phase 1b: the same, in the transaction with role and tenant set that every request of
+    // the service runs in since row-level security: its cost without gRPC or the auth layer.
+    let window = Window::new(secs);
+    let (scoped, scoped_cpu) =
+        run_phase(window, (0..CLIENTS).map(|n| sql_client(url.clone(), n as u64, window, true)).collect()).await;
 
     // Phase 2: the service in-process, with a connection in its pool for every client.
     let config = QueryConfig {
         kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
-        postgres: PostgresConfig { url: Secret(url.clone()), pool_size: CLIENTS },
+        postgres: PostgresConfig { url: Secret(url.clone()), pool_size: CLIENTS, ..Default::default() },
         telemetry: Default::default(),
         auth: sm_query::auth::AuthConfig { bootstrap_key: Secret(stack.api_key()), ..Default::default() },
         artifacts: Default::default(),
@@ -606,7 +626,14 @@ async fn main() {
         WARMUP.as_secs()
     );
     println!("{}", sql.line("keyset SQL, tokio-postgres (connection each):", &sql_cpu));
-    println!("{}", grpc.line("gRPC ListReadings (channel each, pool of 32):", &grpc_cpu));
+    println!("{}", scoped.line("the same SQL in a tenant-scoped transaction:", &scoped_cpu));
+    println!("{}", grpc.line("gRPC ListReadings, API key + RLS (channel each, pool of 32):", &grpc_cpu));
+    println!(
+        "ratio scoped SQL / SQL: throughput {:.2}, p50 {:.2}, p99 {:.2}",
+        scoped.rate() / sql.rate(),
+        scoped.percentile(0.50) / sql.percentile(0.50),
+        scoped.percentile(0.99) / sql.percentile(0.99)
+    );
     println!(
         "ratio gRPC / SQL: throughput {:.2}, p50 {:.2}, p99 {:.2}",
         grpc.rate() / sql.rate(),

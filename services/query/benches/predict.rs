@@ -333,7 +333,7 @@ async fn main() {
     };
     let config = QueryConfig {
         kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
-        postgres: PostgresConfig { url: Secret(schema.url.clone()), pool_size: POOL_SIZE },
+        postgres: PostgresConfig { url: Secret(schema.url.clone()), pool_size: POOL_SIZE, ..Default::default() },
         telemetry: Default::default(),
         auth: sm_query::auth::AuthConfig { bootstrap_key: Secret(stack.api_key()), ..Default::default() },
         artifacts,

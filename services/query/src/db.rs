@@ -84,6 +84,24 @@ impl ToSql for PgInterval {
     to_sql_checked!();
 }
 
+/// The role every tenant-scoped transaction runs as: not the tables' owner, so row-level
+/// security applies (the projector's migrations create it and its policies).
+pub const READER_ROLE: &str = "sm_reader";
+
+/// A transaction that sees only `scope`'s rows: `sm.tenant_id` and the role are set with
+/// `set_config(..., true)`, so they end with the transaction and a pooled connection never
+/// carries them to the next request. Read-only handlers just drop it (a rollback).
+pub async fn scoped<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    scope: &TenantScope,
+) -> Result<deadpool_postgres::Transaction<'a>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let statement =
+        tx.prepare_cached("SELECT set_config('role', $1, true), set_config('sm.tenant_id', $2, true)").await?;
+    tx.execute(&statement, &[&READER_ROLE, &scope.as_str()]).await?;
+    Ok(tx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,22 +134,4 @@ mod tests {
         assert!(out[8..].iter().all(|b| *b == 0));
         assert!(!<PgInterval as ToSql>::accepts(&Type::INT8));
     }
-}
-
-/// The role every tenant-scoped transaction runs as: not the tables' owner, so row-level
-/// security applies (the projector's migrations create it and its policies).
-pub const READER_ROLE: &str = "sm_reader";
-
-/// A transaction that sees only `scope`'s rows: `sm.tenant_id` and the role are set with
-/// `set_config(..., true)`, so they end with the transaction and a pooled connection never
-/// carries them to the next request. Read-only handlers just drop it (a rollback).
-pub async fn scoped<'a>(
-    client: &'a mut deadpool_postgres::Object,
-    scope: &TenantScope,
-) -> Result<deadpool_postgres::Transaction<'a>, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let statement =
-        tx.prepare_cached("SELECT set_config('role', $1, true), set_config('sm.tenant_id', $2, true)").await?;
-    tx.execute(&statement, &[&READER_ROLE, &scope.as_str()]).await?;
-    Ok(tx)
 }

@@ -69,6 +69,8 @@ const LATEST: &str = "
     WHERE asset_id = $1
     ORDER BY sensor_id";
 const ASSET_REGISTERED: &str = "SELECT EXISTS (SELECT 1 FROM assets WHERE asset_id = $1)";
+const VISIBLE_ASSET: &str = ASSET_REGISTERED;
+const VISIBLE_SENSOR: &str = "SELECT EXISTS (SELECT 1 FROM sensors WHERE sensor_id = $1)";
 
 /// Where `Aggregate` reads from: the coarsest table whose rows nest exactly in the requested
 /// buckets and range.
@@ -249,6 +251,19 @@ impl Readings {
 
         let mut connection = self.pool.get().await?;
         let client = crate::db::scoped(&mut connection, scope).await?;
+        if source != AggregateSource::Raw && *scope != TenantScope::All {
+            // Rollups on TimescaleDB are continuous aggregates, which take no row-level
+            // policy: only a subject the caller can see (its asset or sensor row passes the
+            // policies) is read from them. A hidden one answers as an unknown one: no buckets.
+            let visible = match &subject {
+                Subject::Asset(_) => VISIBLE_ASSET,
+                Subject::Sensor(_) => VISIBLE_SENSOR,
+            };
+            let statement = client.prepare_cached(visible).await?;
+            if !client.query_one(&statement, &[id]).await?.try_get::<_, bool>(0)? {
+                return Ok(v1::AggregateResponse { buckets: Vec::new(), source: source.table().to_owned() });
+            }
+        }
         let statement = client.prepare_cached(&source.sql(&subject)).await?;
         let rows = client.query(&statement, &[id, &PgTimestamp(start), &PgTimestamp(end), &PgInterval(width)]).await?;
         drop(client);

@@ -171,7 +171,7 @@ where
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(Into::into).unwrap();
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    let path = PathAndQuery::from_maybe_shared(path.to_owned()).unwrap();
+    let path = PathAndQuery::try_from(path).unwrap();
     match grpc.server_streaming(tonic::Request::new(()), path, codec).await {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
@@ -183,7 +183,7 @@ async fn raw_refusal(channel: AuthChannel, path: &str) -> tonic::Status {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    let uri = PathAndQuery::from_maybe_shared(path.to_owned()).unwrap();
+    let uri = PathAndQuery::try_from(path).unwrap();
     grpc.server_streaming(tonic::Request::new(()), uri, codec).await.err().unwrap_or_else(|| panic!("{path} answered"))
 }
 

@@ -49,7 +49,7 @@ impl Fixture {
         create_topic(&stack.kafka, &models_topic, 1).await;
         let config = QueryConfig {
             kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
-            postgres: PostgresConfig { url: Secret(schema.url.clone()), pool_size: 4 },
+            postgres: PostgresConfig { url: Secret(schema.url.clone()), pool_size: 4, ..Default::default() },
             telemetry: Default::default(),
             auth: common::auth(&stack),
             artifacts: ArtifactStoreConfig {

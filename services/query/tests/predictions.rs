@@ -56,7 +56,7 @@ impl Fixture {
         let artifacts = tempfile::tempdir().unwrap();
         let config = QueryConfig {
             kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
-            postgres: PostgresConfig { url: Secret(schema.url.clone()), pool_size: 4 },
+            postgres: PostgresConfig { url: Secret(schema.url.clone()), pool_size: 4, ..Default::default() },
             telemetry: Default::default(),
             auth: common::auth(&stack),
             artifacts: ArtifactStoreConfig {

@@ -79,7 +79,7 @@ impl Fixture {
         let kafka = KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() };
         let config = QueryConfig {
             kafka: kafka.clone(),
-            postgres: PostgresConfig { url: Secret(url), pool_size: 4 },
+            postgres: PostgresConfig { url: Secret(url), pool_size: 4, ..Default::default() },
             telemetry: Default::default(),
             auth: common::auth(&stack),
             artifacts: Default::default(),

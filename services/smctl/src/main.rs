@@ -21,6 +21,7 @@ mod demo;
 mod eval;
 mod eval_models;
 mod ingest_file;
+mod keys;
 mod plan;
 mod prediction_demo;
 mod publish;
@@ -53,6 +54,11 @@ enum Command {
     Assets {
         #[command(subcommand)]
         action: AssetsAction,
+    },
+    /// API keys (gRPC KeyService; admins), and `generate` for a bootstrap key.
+    Keys {
+        #[command(subcommand)]
+        action: keys::KeysAction,
     },
     /// Readings of an asset or sensor, newest first (gRPC ListReadings).
     Readings(query::ReadingsArgs),
@@ -173,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Assets { action: AssetsAction::Apply(args) } => assets::apply(&config.kafka, args).await,
+        Command::Keys { action } => keys::run(action).await,
         Command::Readings(args) => query::readings(args).await,
         Command::Latest(args) => query::latest(args).await,
         Command::Demo { scenario: DemoScenario::Readings(args) } => {

@@ -185,7 +185,9 @@ async fn a_retrain_request_promotes_a_challenger_that_beats_the_champion_once_pe
     announcer.announce(topics::DRIFT, &key, &first).await.unwrap();
     let (partition, second_offset) = announcer.announce(topics::DRIFT, &key, &retrain_request(&prefix)).await.unwrap();
 
-    let pool = sm_storage::connect(&PostgresConfig { url: Secret(schema.url.clone()), pool_size: 2 }).unwrap();
+    let pool =
+        sm_storage::connect(&PostgresConfig { url: Secret(schema.url.clone()), pool_size: 2, ..Default::default() })
+            .unwrap();
     let registry = Registry::open(pool).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(180);
     while committed(&stack, &group, partition) <= second_offset {
