@@ -114,6 +114,43 @@ fn check_service(place: &str, service: &Service, env: &HashMap<String, String>) 
     http.rsplit(':').next().unwrap().parse().unwrap()
 }
 
+/// Settings whose value is a credential nobody may commit: compose takes them from the
+/// environment of whoever runs it (`${NAME:?message}`), k8s/ from a Secret (`secretKeyRef`).
+const SECRET_SETTINGS: &[&str] = &["SM_AUTH__BOOTSTRAP_KEY"];
+
+/// What a value provided at deploy time (a k8s Secret, a compose `${NAME:?message}`) stands
+/// for in the checks: something of the setting's shape, so the configuration still loads and
+/// validates as it will with the real value.
+fn stand_in(name: &str) -> String {
+    match name {
+        // An API key, smk_<16 hex>_<64 hex>, as `smctl keys generate` prints.
+        "SM_AUTH__BOOTSTRAP_KEY" => format!("smk_{}_{}", "0".repeat(16), "0".repeat(64)),
+        _ => "from-k8s".into(),
+    }
+}
+
+/// A compose environment value: a literal, or one variable of the shell that runs compose,
+/// required with a message (`${NAME:?message}`) so that a missing one stops `up` with advice
+/// instead of starting the service with an empty setting. Returns the value to check.
+fn compose_value(place: &str, name: &str, raw: &str) -> String {
+    if !raw.contains('$') {
+        return raw.to_owned();
+    }
+    let inner = raw
+        .strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("{place}: {name}: only a whole-value ${{NAME:?message}} is supported ({raw})"));
+    let (variable, message) =
+        inner.split_once(":?").unwrap_or_else(|| panic!("{place}: {name}: {raw} must be required, ${{NAME:?message}}"));
+    assert!(
+        !variable.is_empty() && variable.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "{place}: {name}: {variable:?} is not a variable name"
+    );
+    assert!(!message.trim().is_empty(), "{place}: {name}: say how to provide {variable} in ${{{variable}:?message}}");
+    assert!(!message.contains(['$', '{', '}']), "{place}: {name}: keep the message of {raw} plain text");
+    stand_in(name)
+}
+
 fn text(value: &Yaml) -> String {
     match value {
         Yaml::String(s) => s.clone(),
@@ -143,12 +180,27 @@ fn docker_compose_matches_the_code() {
             .unwrap_or_else(|| panic!("docker-compose.yml does not run {}", service.binary));
         let place = format!("docker-compose.yml service {}", text(name));
         assert!(entry.get("build").is_some(), "{place}: built from the Dockerfile");
-        let env: HashMap<String, String> = entry["environment"]
+        let raw: HashMap<String, String> = entry["environment"]
             .as_mapping()
             .unwrap_or_else(|| panic!("{place}: environment must be a mapping"))
             .iter()
             .map(|(k, v)| (text(k), text(v)))
             .collect();
+        for name in SECRET_SETTINGS {
+            if let Some(value) = raw.get(*name) {
+                assert!(
+                    value.starts_with("${"),
+                    "{place}: {name} is a credential: take it from the environment, ${{{name}:?message}}"
+                );
+            }
+        }
+        if service.binary == "query" {
+            assert!(
+                raw.contains_key("SM_AUTH__BOOTSTRAP_KEY"),
+                "{place}: no SM_AUTH__BOOTSTRAP_KEY, so nobody can make the first key"
+            );
+        }
+        let env: HashMap<String, String> = raw.iter().map(|(k, v)| (k.clone(), compose_value(&place, k, v))).collect();
         let port = check_service(&place, &service, &env);
         let published: Vec<String> =
             entry["ports"].as_sequence().map(|p| p.iter().map(text).collect()).unwrap_or_default();
@@ -215,13 +267,32 @@ fn kubernetes_manifests_match_the_code() {
             })
             .unwrap_or_else(|| panic!("k8s/ does not run {}", service.binary));
         let place = format!("{file} container {}", text(&container["name"]));
+        for e in container["env"].as_sequence().unwrap() {
+            let name = text(&e["name"]);
+            if SECRET_SETTINGS.contains(&name.as_str()) {
+                assert!(
+                    e.get("value").is_none() && e["valueFrom"].get("secretKeyRef").is_some(),
+                    "{place}: {name} is a credential: take it from a Secret (valueFrom.secretKeyRef)"
+                );
+            }
+        }
         let env: HashMap<String, String> = container["env"]
             .as_sequence()
             .unwrap()
             .iter()
             // Values from the downward API or secrets are checked by name with a stand-in.
-            .map(|e| (text(&e["name"]), e.get("value").map(text).unwrap_or_else(|| "from-k8s".into())))
+            .map(|e| {
+                let name = text(&e["name"]);
+                let value = e.get("value").map(text).unwrap_or_else(|| stand_in(&name));
+                (name, value)
+            })
             .collect();
+        if service.binary == "query" {
+            assert!(
+                env.contains_key("SM_AUTH__BOOTSTRAP_KEY"),
+                "{place}: no SM_AUTH__BOOTSTRAP_KEY, so nobody can make the first key"
+            );
+        }
         let port = check_service(&place, &service, &env);
         let ports: Vec<u16> = container["ports"]
             .as_sequence()
@@ -335,6 +406,83 @@ fn redis_persists_the_duplicate_windows_everywhere() {
 
     assert_eq!(compose_fsync, local_fsync, "docker-compose.yml and deploy/local/stack fsync Redis differently");
     assert_eq!(k8s_fsync, local_fsync, "k8s/ and deploy/local/stack fsync Redis differently");
+}
+
+/// The init script that gives the services' role (sm) the NOLOGIN role sm_reader, which the
+/// query service reads as under row-level security (projector migration 8). The projector
+/// grants it nothing on a database where sm may not create roles, so both stacks create it
+/// on the first start: compose mounts deploy/postgres/init-roles.sql, k8s/ holds it in a
+/// ConfigMap, and the two must not drift apart.
+#[test]
+fn postgres_creates_the_reader_role_everywhere() {
+    const INITDB: &str = "/docker-entrypoint-initdb.d/";
+    let script = std::fs::read_to_string(root().join("deploy/postgres/init-roles.sql")).unwrap();
+    let sql: String = script.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    assert!(sql.contains("CREATE ROLE sm_reader NOLOGIN"), "deploy/postgres/init-roles.sql does not create sm_reader");
+    assert!(sql.contains("GRANT sm_reader TO sm;"), "deploy/postgres/init-roles.sql does not grant sm_reader to sm");
+
+    // docker-compose.yml: the file, mounted into the init directory.
+    let compose: Yaml =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("docker-compose.yml")).unwrap()).unwrap();
+    let postgres = &compose["services"]["postgres"];
+    assert_eq!(
+        text(&postgres["environment"]["POSTGRES_USER"]),
+        "sm",
+        "docker-compose.yml postgres: the script grants to sm"
+    );
+    let mounts: Vec<String> =
+        postgres["volumes"].as_sequence().map(|v| v.iter().map(text).collect()).unwrap_or_default();
+    assert!(
+        mounts.iter().any(|m| m.starts_with("./deploy/postgres/init-roles.sql:") && m.contains(&format!(":{INITDB}"))),
+        "docker-compose.yml postgres: deploy/postgres/init-roles.sql is not mounted into {INITDB} ({mounts:?})"
+    );
+
+    // k8s/: a ConfigMap with the same text, mounted into the init directory.
+    let manifests = k8s_manifests();
+    let (file, statefulset) = manifests
+        .iter()
+        .find(|(_, m)| {
+            m["spec"]["template"]["spec"]["containers"]
+                .as_sequence()
+                .is_some_and(|c| c.iter().any(|c| c.get("name").map(text).as_deref() == Some("postgres")))
+        })
+        .expect("k8s/ runs no postgres container");
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let container = pod["containers"].as_sequence().unwrap().iter().find(|c| text(&c["name"]) == "postgres").unwrap();
+    let user = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| text(&e["name"]) == "POSTGRES_USER")
+        .map(|e| text(&e["value"]));
+    assert_eq!(user.as_deref(), Some("sm"), "{file} postgres: the script grants to sm");
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .and_then(|mounts| mounts.iter().find(|m| text(&m["mountPath"]).starts_with(INITDB)))
+        .unwrap_or_else(|| panic!("{file} postgres: nothing mounted into {INITDB}"));
+    let volume = pod["volumes"]
+        .as_sequence()
+        .and_then(|volumes| volumes.iter().find(|v| text(&v["name"]) == text(&mount["name"])))
+        .unwrap_or_else(|| panic!("{file} postgres: no volume {}", text(&mount["name"])));
+    let config_map = text(&volume["configMap"]["name"]);
+    let data = manifests
+        .iter()
+        .find(|(_, m)| {
+            m.get("kind").map(text).as_deref() == Some("ConfigMap") && text(&m["metadata"]["name"]) == config_map
+        })
+        .map(|(_, m)| m["data"].clone())
+        .unwrap_or_else(|| panic!("k8s/ has no ConfigMap {config_map}"));
+    let key = mount.get("subPath").map(text).unwrap_or_else(|| {
+        let keys: Vec<String> = data.as_mapping().map(|d| d.keys().map(text).collect()).unwrap_or_default();
+        assert_eq!(keys.len(), 1, "ConfigMap {config_map}: one script expected ({keys:?})");
+        keys[0].clone()
+    });
+    assert!(key.ends_with(".sql"), "ConfigMap {config_map}: {key} must end in .sql for the image to run it");
+    assert_eq!(
+        data.get(key.as_str()).map(text).as_deref(),
+        Some(script.as_str()),
+        "ConfigMap {config_map} key {key} differs from deploy/postgres/init-roles.sql"
+    );
 }
 
 #[test]

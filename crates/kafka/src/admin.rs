@@ -10,9 +10,27 @@ use std::time::Duration;
 /// Segment age after which a compacted topic's active segment can be cleaned (10 minutes).
 const COMPACTED_SEGMENT_MS: &str = "600000";
 
+/// Why the topics could not be made sure of.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot create topic {topic}: {code}{}", hint(*code))]
+    Refused { topic: String, code: RDKafkaErrorCode },
+}
+
+fn hint(code: RDKafkaErrorCode) -> &'static str {
+    match code {
+        RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed => {
+            " (the Kafka principal SM_KAFKA__SASL_USERNAME needs CREATE on it: deploy/kafka/access lists what each agent may do)"
+        }
+        _ => "",
+    }
+}
+
 /// Creates each `(topic, compacted)` that does not exist yet; existing topics are left as
 /// they are.
-pub async fn ensure_topics(config: &KafkaConfig, topics: &[(&str, bool)]) -> Result<(), rdkafka::error::KafkaError> {
+pub async fn ensure_topics(config: &KafkaConfig, topics: &[(&str, bool)]) -> Result<(), TopicsError> {
     let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
     let retention = config.topic_retention_ms.to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
@@ -37,10 +55,9 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[(&str, bool)]) -> Res
         match result {
             Ok(name) => tracing::info!(topic = %name, partitions = config.topic_partitions, "topic created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
-                    tracing::error!(topic = %name, error = %code, "cannot create topic");
-                });
+            Err((topic, code)) => {
+                tracing::error!(topic = %topic, error = %code, "cannot create topic");
+                return Err(TopicsError::Refused { topic, code });
             }
         }
     }

@@ -46,10 +46,11 @@ use crate::handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs
 use crate::metrics::RuntimeMetrics;
 use crate::progress::{EndOffsets, Progress};
 use crate::trace::{self, TRACEPARENT, TraceParent};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sm_domain::{AssetId, Codec, Decode, DomainEvent, Envelope, EnvelopeHeader, RejectedReading, TenantId, Timestamp};
@@ -90,7 +91,7 @@ const IDLE_HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// How often the watchdog refreshes the lag metric and the readiness check.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(1);
 
-type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+type TxnProducer = ThreadedProducer<TxnContext>;
 
 /// Errors that stop the runtime. Everything else (bad records, transient handler errors,
 /// aborted transactions) is handled inside the loop.
@@ -100,6 +101,8 @@ pub enum RuntimeError {
     Config(String),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("kafka: {0}")]
+    Topics(#[from] crate::admin::TopicsError),
     #[error("cannot encode a dead letter: {0}")]
     Codec(#[from] sm_domain::CodecError),
     #[error("cannot restore the agent's state: {0}")]
@@ -212,6 +215,8 @@ impl Runtime {
             unproducible: HashMap::new(),
             progress: progress.clone(),
             max_record_bytes: self.config.message_max_bytes().unwrap_or(1_000_000),
+            aborts_in_a_row: 0,
+            abort_backoff: Backoff::new(&self.config).at_most(ABORT_BACKOFF_MAX_MS),
             committer: std::marker::PhantomData,
         };
         let _watchdog = Watchdog::spawn(
@@ -501,6 +506,10 @@ struct Worker<'r, C> {
     progress: Arc<Mutex<Progress>>,
     /// The producer's `message.max.bytes`.
     max_record_bytes: usize,
+    /// Batches abandoned since the last commit. From the second on, the redo waits
+    /// `abort_backoff`: an abort that keeps coming back (a refused write, say) must not spin.
+    aborts_in_a_row: u32,
+    abort_backoff: Backoff,
     committer: std::marker::PhantomData<C>,
 }
 
@@ -882,6 +891,11 @@ impl<C: CommitterKind> Worker<'_, C> {
                     }
                 }
                 self.batch.reset();
+                if self.aborts_in_a_row > 0 {
+                    self.aborts_in_a_row = 0;
+                    self.abort_backoff = Backoff::new(&self.runtime.config).at_most(ABORT_BACKOFF_MAX_MS);
+                    self.lock_progress().retried();
+                }
                 Ok(true)
             }
             Err(error) => {
@@ -959,6 +973,10 @@ impl<C: CommitterKind> Worker<'_, C> {
     where
         C: Committer<H>,
     {
+        let cause = match self.producer.context().take_failure() {
+            Some(failure) => format!("{error}: {failure}"),
+            None => error.to_string(),
+        };
         if C::IS_TRANSACTIONAL {
             let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal());
             if !fatal {
@@ -975,11 +993,22 @@ impl<C: CommitterKind> Worker<'_, C> {
         }
         C::rollback(handler);
         handler.rolled_back();
-        self.metrics.aborted(&error.to_string());
+        self.metrics.aborted(&cause);
         self.summary.aborted_transactions += 1;
         let partitions = self.batch.partitions();
         self.batch.reset();
-        self.rewind(consumer, handler, &partitions).await
+        self.rewind(consumer, handler, &partitions).await?;
+        // Readiness says why until a batch commits again (a refused write names the topic's
+        // authorization failure here, not only a stalled partition). After the rewind, which
+        // ends any retry it took over.
+        let what = format!("the batch of {} partition(s) after an abort", partitions.len());
+        self.lock_progress().retrying(what, cause.clone(), Instant::now());
+        self.aborts_in_a_row += 1;
+        if self.aborts_in_a_row > 1 {
+            tracing::warn!(error = %cause, aborts = self.aborts_in_a_row, backoff_ms = self.abort_backoff.ms(), "batch aborted again; waiting before the redo");
+            self.abort_backoff.wait().await;
+        }
+        Ok(())
     }
 
     /// A new transactional producer, whose `init_transactions` fences the old one and aborts
@@ -1170,6 +1199,10 @@ async fn restore_state<H: Handler>(
 }
 
 /// Capped exponential backoff between attempts at what must eventually succeed.
+/// The longest wait before redoing a batch that keeps aborting: short enough that a fixed
+/// cause (an ACL granted, a broker back) is picked up quickly.
+const ABORT_BACKOFF_MAX_MS: u64 = 5_000;
+
 struct Backoff {
     next_ms: u64,
     max_ms: u64,
@@ -1239,10 +1272,11 @@ async fn new_producer(
     transactional: bool,
 ) -> Result<Arc<TxnProducer>, RuntimeError> {
     if !transactional {
-        let producer: TxnProducer = config.idempotent_producer_config().create()?;
+        let producer: TxnProducer = config.idempotent_producer_config().create_with_context(TxnContext::default())?;
         return Ok(Arc::new(producer));
     }
-    let producer: TxnProducer = config.producer_config(&config.transactional_id_for(agent)).create()?;
+    let producer: TxnProducer =
+        config.producer_config(&config.transactional_id_for(agent)).create_with_context(TxnContext::default())?;
     let producer = Arc::new(producer);
     let initialising = producer.clone();
     // Fences any earlier producer with the same transactional.id and aborts what it left open.
@@ -1257,6 +1291,44 @@ fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
         .find(|h| h.key.eq_ignore_ascii_case(name))
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The producer's callbacks. librdkafka logs why a transaction failed (`TXNERR`: a partition
+/// the principal may not write, ...) but the produce or commit that follows returns only
+/// "Erroneous state", so the first such reason since the last abort is kept for it.
+#[derive(Default)]
+struct TxnContext {
+    failure: Mutex<Option<String>>,
+}
+
+impl TxnContext {
+    fn take_failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl ClientContext for TxnContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        use RDKafkaLogLevel::*;
+        match level {
+            Emerg | Alert | Critical | Error => {
+                // ADDPARTS names the partition refused; TXNERR what that did to the transaction.
+                if fac == "ADDPARTS" || fac == "TXNERR" {
+                    self.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| message.to_owned());
+                }
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
+            }
+            Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            Notice | Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
+    }
+}
+
+impl ProducerContext for TxnContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
 /// Callbacks librdkafka runs inside `recv`: rebalances and statistics.

@@ -58,6 +58,24 @@ impl Stack {
             panic!("SM_API_KEY is not in the stack env file: restart the stack with `deploy/local/stack up`")
         })
     }
+
+    /// The settings that make a service connect to the secured listener as `principal` of
+    /// `deploy/kafka/access`: SASL_SSL, SCRAM-SHA-512, the stack's CA.
+    pub fn kafka_as(&self, principal: &str) -> Vec<(&'static str, String)> {
+        let get = |key: &str| {
+            self.vars.get(key).cloned().unwrap_or_else(|| {
+                panic!("{key} is not in the stack env file: restart the stack with `deploy/local/stack up`")
+            })
+        };
+        vec![
+            ("SM_KAFKA__BOOTSTRAP_SERVERS", get("SM_KAFKA_SECURE_BOOTSTRAP")),
+            ("SM_KAFKA__SECURITY_PROTOCOL", "sasl_ssl".into()),
+            ("SM_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512".into()),
+            ("SM_KAFKA__SASL_USERNAME", principal.into()),
+            ("SM_KAFKA__SASL_PASSWORD", get(&format!("SM_KAFKA_SASL_PASSWORD_{}", principal.to_ascii_uppercase()))),
+            ("SM_KAFKA__SSL_CA_LOCATION", get("SM_TLS_CA_FILE")),
+        ]
+    }
 }
 
 /// `prefix-<random>`: a name no other test run uses.

@@ -43,16 +43,45 @@ struct Topics {
 }
 
 async fn topics(stack: &Stack) -> Topics {
-    let t = Topics { input: unique("in"), output: unique("out"), dead_letters: unique("dlq"), group: unique("group") };
+    create_topics(
+        stack,
+        Topics { input: unique("in"), output: unique("out"), dead_letters: unique("dlq"), group: unique("group") },
+    )
+    .await
+}
+
+/// Per-run topics and group under the names `deploy/kafka/access` grants the `passthrough`
+/// principal (prefixed patterns), with `output` as the output topic's base name.
+async fn passthrough_topics(stack: &Stack, output: &str) -> Topics {
+    let run = unique("run");
+    create_topics(
+        stack,
+        Topics {
+            input: format!("{}-{run}", sm_domain::topics::READINGS_RAW),
+            output: format!("{output}-{run}"),
+            dead_letters: format!("{}-{run}", sm_domain::topics::READINGS_REJECTED),
+            group: format!("sm-passthrough-{run}"),
+        },
+    )
+    .await
+}
+
+async fn create_topics(stack: &Stack, t: Topics) -> Topics {
     for topic in [&t.input, &t.output, &t.dead_letters] {
         create_topic(&stack.kafka, topic, 6).await;
     }
     t
 }
 
-/// Starts the pass-through binary as its own process, as it runs in production.
-fn spawn_agent(stack: &Stack, topics: &Topics, instance: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_passthrough"))
+/// Starts the pass-through binary as its own process, as it runs in production; `extra`
+/// settings win over the defaults.
+fn spawn_agent(stack: &Stack, topics: &Topics, instance: &str, extra: &[(&str, String)]) -> Child {
+    agent_command(stack, topics, instance, extra).stderr(Stdio::inherit()).spawn().expect("spawn passthrough")
+}
+
+fn agent_command(stack: &Stack, topics: &Topics, instance: &str, extra: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_passthrough"));
+    command
         .env_clear()
         .envs(&stack.vars)
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -64,10 +93,9 @@ fn spawn_agent(stack: &Stack, topics: &Topics, instance: &str) -> Child {
         .env("SM_KAFKA__SESSION_TIMEOUT_MS", "6000")
         .env("SM_TELEMETRY__HTTP_ADDR", "127.0.0.1:0")
         .env("SM_TELEMETRY__LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn passthrough")
+        .envs(extra.iter().map(|(k, v)| (*k, v)))
+        .stdout(Stdio::null());
+    command
 }
 
 /// Sum of the high watermarks of `topic`: records written, committed or not.
@@ -79,16 +107,101 @@ fn written(bootstrap: &str, topic: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_200k_records_exactly_once_across_a_sigkill() {
-    const TOTAL: i64 = 200_000;
+    let stack = stack_from_env_file();
+    let topics = topics(&stack).await;
+    exactly_once_across_a_sigkill(&stack, &topics, 200_000, &[]).await;
+}
+
+/// The same over the secured listener: SASL_SSL, SCRAM-SHA-512, as the `passthrough`
+/// principal, whose ACLs allow exactly its topics, group and transactional ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_records_exactly_once_across_a_sigkill_over_sasl_ssl() {
+    let stack = stack_from_env_file();
+    let topics = passthrough_topics(&stack, sm_domain::topics::READINGS_PASSTHROUGH).await;
+    exactly_once_across_a_sigkill(&stack, &topics, 100_000, &stack.kafka_as("passthrough")).await;
+}
+
+/// Topics the principal may not use. With no ACL at all on its output topic the agent stops at
+/// start, naming the topic and what the principal lacks. With an output topic it may create
+/// but not write, it runs, says so on `/readyz`, writes and commits nothing, so the records are
+/// all still there for an agent that may write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_without_an_acl_is_refused_clearly_and_nothing_is_dropped() {
+    const TOTAL: i64 = 2_000;
     let stack = stack_from_env_file();
     let codec = Codec::embedded().unwrap();
-    let topics = topics(&stack).await;
+    let secured = stack.kafka_as("passthrough");
+
+    // No ACL: the validated-readings topic is the ingestion agent's.
+    let topics = passthrough_topics(&stack, sm_domain::topics::READINGS_VALIDATED).await;
+    let mut agent = agent_command(&stack, &topics, &unique("instance"), &secured)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn passthrough");
+    let (status, stderr) = exit_of(&mut agent, Duration::from_secs(60));
+    assert!(!status.success(), "started without the right to its output topic");
+    assert!(stderr.contains("Topic authorization failed"), "{stderr}");
+    assert!(stderr.contains(&topics.output), "the error names the topic: {stderr}");
+    assert!(stderr.contains("deploy/kafka/access"), "the error says where access is granted: {stderr}");
+
+    // CREATE but no WRITE: the raw-readings prefix is the pass-through's input.
+    let topics = passthrough_topics(&stack, &format!("{}-out", sm_domain::topics::READINGS_RAW)).await;
     produce(&stack.kafka, &topics.input, (0..TOTAL).map(|i| avro_record(&codec, i)));
+    let instance = unique("instance");
+    let port = sm_testkit::process::free_port();
+    let mut extra = secured.clone();
+    extra.push(("SM_TELEMETRY__HTTP_ADDR", format!("127.0.0.1:{port}")));
+    let mut agent = spawn_agent(&stack, &topics, &instance, &extra);
+    let reason = sm_testkit::process::wait_unready_because(port, "Topic authorization failed", Duration::from_secs(60));
+    eprintln!("readiness while refused: {reason}");
+    assert!(reason.contains(&topics.output), "readiness names the refused topic: {reason}");
+    std::thread::sleep(Duration::from_secs(3));
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert_eq!(written(&stack.kafka, &topics.output), 0, "nothing reached the refused topic");
+    let dead = read_committed(&stack.kafka, &topics.dead_letters, 0, Duration::from_secs(1), Duration::from_secs(5));
+    assert!(dead.is_empty(), "a refused write is not a bad record: nothing is dead-lettered");
+
+    // Same group, a connection allowed to write: every record comes through, once.
+    let mut agent = spawn_agent(&stack, &topics, &instance, &[]);
+    let passed =
+        read_committed(&stack.kafka, &topics.output, TOTAL as usize, Duration::from_secs(3), Duration::from_secs(120));
+    unsafe_terminate(&mut agent);
+    let sequences: HashSet<i64> =
+        passed.iter().map(|r| codec.decode::<SensorReading>(&r.value, None).unwrap().payload.sequence).collect();
+    assert_eq!(passed.len(), TOTAL as usize, "no record was committed past while refused");
+    assert_eq!(sequences.len(), TOTAL as usize);
+}
+
+/// Waits for `child` to exit: its status and, when piped, its stderr.
+fn exit_of(child: &mut Child, within: Duration) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent kept running for {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut stderr).unwrap();
+    }
+    (status, stderr)
+}
+
+async fn exactly_once_across_a_sigkill(stack: &Stack, topics: &Topics, total: i64, extra: &[(&str, String)]) {
+    let codec = Codec::embedded().unwrap();
+    produce(&stack.kafka, &topics.input, (0..total).map(|i| avro_record(&codec, i)));
 
     let instance = unique("instance");
-    let mut agent = spawn_agent(&stack, &topics, &instance);
+    let mut agent = spawn_agent(stack, topics, &instance, extra);
     // Kill at a random point while records are flowing.
-    let kill_at = rand::rng().random_range(TOTAL / 10..TOTAL * 7 / 10);
+    let kill_at = rand::rng().random_range(total / 10..total * 7 / 10);
     let started = Instant::now();
     while written(&stack.kafka, &topics.output) < kill_at {
         assert!(started.elapsed() < Duration::from_secs(180), "agent made no progress");
@@ -99,9 +212,9 @@ async fn moves_200k_records_exactly_once_across_a_sigkill() {
     let written_at_kill = written(&stack.kafka, &topics.output);
     eprintln!("killed after {written_at_kill} output records were written (target {kill_at})");
 
-    let mut agent = spawn_agent(&stack, &topics, &instance);
+    let mut agent = spawn_agent(stack, topics, &instance, extra);
     let committed =
-        read_committed(&stack.kafka, &topics.output, TOTAL as usize, Duration::from_secs(3), Duration::from_secs(240));
+        read_committed(&stack.kafka, &topics.output, total as usize, Duration::from_secs(3), Duration::from_secs(240));
     unsafe_terminate(&mut agent);
 
     let mut sequences = HashMap::<i64, usize>::new();
@@ -113,12 +226,12 @@ async fn moves_200k_records_exactly_once_across_a_sigkill() {
         *sequences.entry(event.payload.sequence).or_default() += 1;
     }
     let duplicated: Vec<_> = sequences.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).take(5).collect();
-    let missing: Vec<_> = (0..TOTAL).filter(|s| !sequences.contains_key(s)).take(5).collect();
+    let missing: Vec<_> = (0..total).filter(|s| !sequences.contains_key(s)).take(5).collect();
     assert!(duplicated.is_empty(), "duplicated sequences, e.g. {duplicated:?}");
     assert!(missing.is_empty(), "missing sequences, e.g. {missing:?}");
-    assert_eq!(committed.len(), TOTAL as usize);
+    assert_eq!(committed.len(), total as usize);
     let all =
-        read_uncommitted(&stack.kafka, &topics.output, TOTAL as usize, Duration::from_secs(2), Duration::from_secs(60));
+        read_uncommitted(&stack.kafka, &topics.output, total as usize, Duration::from_secs(2), Duration::from_secs(60));
     eprintln!("read_committed saw {}, read_uncommitted saw {} (aborted work hidden)", committed.len(), all.len());
     assert!(all.len() >= committed.len());
     let dead = read_committed(&stack.kafka, &topics.dead_letters, 0, Duration::from_secs(1), Duration::from_secs(5));

@@ -41,7 +41,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, NoTls};
-use tonic::transport::Channel;
 
 const SCHEMA: &str = "bench_list_readings";
 /// Bumped whenever the generated rows change, so an old schema is reloaded, not reused.
@@ -373,8 +372,8 @@ async fn sql_client(url: String, seed: u64, window: Window, scoped: bool) -> (Ve
 
 /// Phase 2: `ListReadings` on the client's own channel (one HTTP/2 connection each, as 32
 /// separate callers would have), following `next_page_token`.
-async fn grpc_client(addr: SocketAddr, seed: u64, window: Window) -> (Vec<Duration>, usize) {
-    let mut client = ReadingServiceClient::new(authed(addr).await);
+async fn grpc_client(target: Target, seed: u64, window: Window) -> (Vec<Duration>, usize) {
+    let mut client = ReadingServiceClient::new(target.channel().await);
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut latencies, mut first_pages) = (Vec::new(), 0);
     'sessions: while latencies.len() < MAX_REQUESTS_PER_CLIENT {
@@ -510,7 +509,7 @@ where
 }
 
 /// Both paths give the same first page of one asset: the bench compares like with like.
-async fn check_same_page(url: &str, addr: SocketAddr) {
+async fn check_same_page(url: &str, target: &Target) {
     let asset = asset_id(ASSETS / 2);
     let client = connect(url).await;
     let sql: Vec<(String, i64, i64)> = client
@@ -520,7 +519,7 @@ async fn check_same_page(url: &str, addr: SocketAddr) {
         .iter()
         .map(|r| (r.get("sensor_id"), r.get::<_, PgTimestamp>("occurred_at").0, r.get("sequence")))
         .collect();
-    let mut grpc = ReadingServiceClient::new(authed(addr).await);
+    let mut grpc = ReadingServiceClient::new(target.channel().await);
     let page = grpc
         .list_readings(ListReadingsRequest { asset_id: asset, page_size: PAGE as i32, ..Default::default() })
         .await
@@ -567,7 +566,9 @@ async fn main() {
     let (scoped, scoped_cpu) =
         run_phase(window, (0..CLIENTS).map(|n| sql_client(url.clone(), n as u64, window, true)).collect()).await;
 
-    // Phase 2: the service in-process, with a connection in its pool for every client.
+    // Phase 2: the service in-process, with a connection in its pool for every client; then
+    // the same handler without the auth layer (every call as a fixed admin: the key is sent
+    // but nobody checks it; the tenant-scoped transaction is unchanged), then with TLS.
     let config = QueryConfig {
         kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
         postgres: PostgresConfig { url: Secret(url.clone()), pool_size: CLIENTS, ..Default::default() },
@@ -577,32 +578,25 @@ async fn main() {
         query: QuerySettings::default(),
     };
     config.validate().unwrap();
-    let pool = sm_storage::connect(&config.postgres).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = QueryServer::new(&config, pool).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // Its own runtime (as its own process would have; as many workers as cores), so its CPU
-    // can be told from the clients'. Its pool's connections are driven there too.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(SERVER_THREADS)
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let server = runtime.spawn(async move {
-        server
-            .serve(listener, sm_telemetry::Health::new(), async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    check_same_page(&url, addr).await;
-    let window = Window::new(secs);
-    let (grpc, grpc_cpu) = run_phase(window, (0..CLIENTS).map(|n| grpc_client(addr, n as u64, window)).collect()).await;
-    let _ = stop.send(());
-    server.await.unwrap();
-    runtime.shutdown_background();
+    let served = Served::query_server(&config).await;
+    let target = Target { addr: served.addr, tls: None, key: stack.api_key() };
+    check_same_page(&url, &target).await;
+    let (grpc, grpc_cpu) = measure_grpc(secs, &target).await;
+    served.stop().await;
+
+    let served = Served::without_auth(&config).await;
+    let target = Target { addr: served.addr, tls: None, key: stack.api_key() };
+    let (open, open_cpu) = measure_grpc(secs, &target).await;
+    served.stop().await;
+
+    let tls_dir = std::path::Path::new(&stack.vars["SM_STACK_DIR"]).join("tls");
+    let mut tls_config = config.clone();
+    tls_config.query.tls.cert_file = tls_dir.join("server.pem").display().to_string();
+    tls_config.query.tls.key_file = tls_dir.join("server-key.pem").display().to_string();
+    let served = Served::query_server(&tls_config).await;
+    let target = Target { addr: served.addr, tls: Some(stack.vars["SM_TLS_CA_FILE"].clone()), key: stack.api_key() };
+    let (tls, tls_cpu) = measure_grpc(secs, &target).await;
+    served.stop().await;
 
     println!("machine: {}", machine());
     println!(
@@ -628,6 +622,8 @@ async fn main() {
     println!("{}", sql.line("keyset SQL, tokio-postgres (connection each):", &sql_cpu));
     println!("{}", scoped.line("the same SQL in a tenant-scoped transaction:", &scoped_cpu));
     println!("{}", grpc.line("gRPC ListReadings, API key + RLS (channel each, pool of 32):", &grpc_cpu));
+    println!("{}", open.line("the same without the auth layer (fixed admin principal):", &open_cpu));
+    println!("{}", tls.line("the same with the auth layer, over TLS (rustls):", &tls_cpu));
     println!(
         "ratio scoped SQL / SQL: throughput {:.2}, p50 {:.2}, p99 {:.2}",
         scoped.rate() / sql.rate(),
@@ -640,10 +636,140 @@ async fn main() {
         grpc.percentile(0.50) / sql.percentile(0.50),
         grpc.percentile(0.99) / sql.percentile(0.99)
     );
+    println!(
+        "ratio auth on / auth off: throughput {:.2}, p50 {:.2}, p99 {:.2}",
+        grpc.rate() / open.rate(),
+        grpc.percentile(0.50) / open.percentile(0.50),
+        grpc.percentile(0.99) / open.percentile(0.99)
+    );
+    println!(
+        "ratio TLS on / TLS off (both with auth): throughput {:.2}, p50 {:.2}, p99 {:.2}",
+        tls.rate() / grpc.rate(),
+        tls.percentile(0.50) / grpc.percentile(0.50),
+        tls.percentile(0.99) / grpc.percentile(0.99)
+    );
 }
 
-/// A channel calling as the stack's bootstrap admin.
-async fn authed(addr: SocketAddr) -> AuthChannel {
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    Credentials::bearer(&sm_testkit::stack_from_env_file().api_key()).unwrap().on(channel)
+async fn measure_grpc(secs: u64, target: &Target) -> (Phase, Cpu) {
+    let window = Window::new(secs);
+    run_phase(window, (0..CLIENTS).map(|n| grpc_client(target.clone(), n as u64, window)).collect()).await
+}
+
+/// How a client reaches one of the bench's servers.
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    /// The CA file, for TLS.
+    tls: Option<String>,
+    /// The API key every call carries (the server without the auth layer ignores it).
+    key: String,
+}
+
+impl Target {
+    async fn channel(&self) -> AuthChannel {
+        let (url, ca) = match &self.tls {
+            // The stack's certificate names 127.0.0.1.
+            Some(ca) => (format!("https://127.0.0.1:{}", self.addr.port()), Some(ca.as_str())),
+            None => (format!("http://{}", self.addr), None),
+        };
+        let channel = sm_proto::auth::connect_channel(&url, ca, None).await.unwrap();
+        Credentials::bearer(&self.key).unwrap().on(channel)
+    }
+}
+
+/// A server on its own runtime (as its own process would have; as many workers as cores),
+/// so its CPU can be told from the clients'. Its pool's connections are driven there too.
+struct Served {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Served {
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name(SERVER_THREADS)
+            .enable_all()
+            .build()
+            .expect("server runtime")
+    }
+
+    /// The query service as it runs: every service, the auth layer, TLS if configured.
+    async fn query_server(config: &QueryConfig) -> Self {
+        let pool = sm_storage::connect(&config.postgres).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = QueryServer::new(config, pool).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = Self::runtime();
+        let task = runtime.spawn(async move {
+            server
+                .serve(listener, sm_telemetry::Health::new(), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self { addr, stop, task, runtime }
+    }
+
+    /// `ReadingService` alone, without the auth layer: each call runs as an admin of every
+    /// tenant that nobody checked. Only for this comparison; the service has no such mode.
+    async fn without_auth(config: &QueryConfig) -> Self {
+        let pool = sm_storage::connect(&config.postgres).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let readings = sm_query::readings::Readings::new(pool, std::sync::Arc::new(config.query.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = Self::runtime();
+        let task = runtime.spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tonic::transport::Server::builder()
+                .layer(tower_layer::layer_fn(|inner| FixedPrincipal { inner }))
+                .add_service(sm_proto::v1::reading_service_server::ReadingServiceServer::new(readings))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self { addr, stop, task, runtime }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        self.runtime.shutdown_background();
+    }
+}
+
+/// Puts an unchecked admin principal on every request: what the auth layer leaves behind,
+/// without its work.
+#[derive(Clone)]
+struct FixedPrincipal<S> {
+    inner: S,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for FixedPrincipal<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(sm_identity::Principal {
+            subject: "bench:unchecked".into(),
+            kind: sm_identity::PrincipalKind::Bootstrap,
+            tenants: sm_identity::TenantScope::parse("*"),
+            roles: vec![sm_identity::Role::Admin],
+        });
+        self.inner.call(request)
+    }
 }

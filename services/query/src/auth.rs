@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// Every RPC and the permission it needs. Keep it next to the protos: a new RPC without a
 /// line here is refused at run time and fails `every_rpc_has_exactly_one_permission`.
@@ -288,12 +289,27 @@ impl Authenticator {
         })
     }
 
-    /// Authenticates and authorizes one call to `path`.
-    async fn authorize(&self, path: &str, authorization: Option<&[u8]>) -> Result<Option<Principal>, Status> {
+    /// Authenticates and authorizes one call to `path`. `peer_certificate` is the client
+    /// certificate rustls verified (mutual TLS only); it names the caller only when the call
+    /// has no `authorization` header, so a key or token always wins over the connection's
+    /// certificate.
+    async fn authorize(
+        &self,
+        path: &str,
+        authorization: Option<&[u8]>,
+        peer_certificate: Option<&[u8]>,
+    ) -> Result<Option<Principal>, Status> {
         if OPEN.iter().any(|open| path.starts_with(open)) {
             return Ok(None);
         }
-        let principal = self.authenticate(authorization).await?;
+        let principal = match (authorization, peer_certificate) {
+            (None, Some(der)) => crate::tls::certificate_principal(der).ok_or_else(|| {
+                Status::unauthenticated(
+                    "the client certificate's subject CN is not `<tenant>/<name>`: send `authorization: Bearer <API key or OIDC token>`",
+                )
+            })?,
+            _ => self.authenticate(authorization).await?,
+        };
         let Some(permission) = permission_of(path) else {
             return Err(Status::permission_denied(format!("{path} has no permission defined: it is not served")));
         };
@@ -354,7 +370,11 @@ where
         Box::pin(async move {
             let path = request.uri().path().to_owned();
             let authorization = request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
-            match auth.authorize(&path, authorization.as_deref()).await {
+            // Present only with mutual TLS: tonic records the verified chain, leaf first.
+            let peer_certificates =
+                request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(TlsConnectInfo::peer_certs);
+            let leaf = peer_certificates.as_deref().and_then(|chain| chain.first()).map(|der| der.as_ref());
+            match auth.authorize(&path, authorization.as_deref(), leaf).await {
                 Ok(principal) => {
                     if let Some(principal) = principal {
                         request.extensions_mut().insert(principal);

@@ -60,6 +60,9 @@ pub struct QuerySettings {
     /// asking the registry on every call (the lookup was 61 % of a warm call). A promotion
     /// reaches `Predict` within this; 0 resolves every call.
     pub resolve_cache_ms: u64,
+    /// TLS and mutual TLS on the gRPC port (`SM_QUERY__TLS__CERT_FILE`, `..._KEY_FILE`,
+    /// `..._CLIENT_CA_FILE`); plaintext by default.
+    pub tls: crate::tls::TlsSettings,
 }
 
 impl Default for QuerySettings {
@@ -73,6 +76,7 @@ impl Default for QuerySettings {
             publish_timeout_ms: 10_000,
             alert_stream_buffer: 1024,
             resolve_cache_ms: 1_000,
+            tls: crate::tls::TlsSettings::default(),
         }
     }
 }
@@ -119,6 +123,7 @@ impl QueryConfig {
                 query.alert_stream_buffer
             ));
         }
+        query.tls.validate()?;
         self.artifacts.validate().map_err(|e| e.to_string())?;
         self.auth.validate()?;
         Ok(())
@@ -183,6 +188,20 @@ mod tests {
         let error = QueryConfig::load_from(&env(&[("SM_QUERY__DEFAULT_PAGE_SIZE", "2000")])).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("SM_QUERY__DEFAULT_PAGE_SIZE") && message.contains("SM_QUERY__MAX_PAGE_SIZE"));
+    }
+
+    #[test]
+    fn tls_settings_load_from_the_environment_and_are_validated() {
+        assert!(!QueryConfig::load_from(&HashMap::new()).unwrap().query.tls.enabled());
+        let error = QueryConfig::load_from(&env(&[("SM_QUERY__TLS__CERT_FILE", "/nonexistent/cert.pem")])).unwrap_err();
+        assert!(error.to_string().contains("SM_QUERY__TLS__KEY_FILE"), "{error}");
+        let error = QueryConfig::load_from(&env(&[
+            ("SM_QUERY__TLS__CERT_FILE", "/nonexistent/cert.pem"),
+            ("SM_QUERY__TLS__KEY_FILE", "/nonexistent/key.pem"),
+        ]))
+        .unwrap_err();
+        assert!(error.to_string().contains("SM_QUERY__TLS__CERT_FILE=/nonexistent/cert.pem"), "{error}");
+        assert!(QueryConfig::load_from(&env(&[("SM_QUERY__TLS__CA_FILE", "ca.pem")])).is_err());
     }
 
     #[test]

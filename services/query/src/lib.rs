@@ -23,6 +23,8 @@
 //! - [`db`]: exact microsecond conversions to PostgreSQL's `timestamptz` and `interval`;
 //! - [`error`]: [`QueryError`] and its mapping to gRPC status codes, in one place;
 //! - [`metrics`]: request counts and latencies, and the alert feed's counts;
+//! - [`tls`]: TLS and mutual TLS on the gRPC port (`SM_QUERY__TLS__*`), and the principal a
+//!   client certificate stands for;
 //! - [`QueryServer`]: all of it on one port, with gRPC health and reflection.
 //!
 //! The service does not own or migrate the projections it reads: the projector does
@@ -45,6 +47,7 @@ pub mod metrics;
 pub mod models;
 pub mod predictions;
 pub mod readings;
+pub mod tls;
 
 pub use config::{QueryConfig, QuerySettings};
 pub use error::QueryError;
@@ -86,6 +89,8 @@ pub enum ServeError {
     Identity(#[from] sm_identity::jwt::JwtConfigError),
     #[error("cannot build gRPC reflection from the descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -108,6 +113,8 @@ pub struct QueryServer {
     feed: feed::AlertFeed,
     /// Runs as a task while serving.
     feed_consumer: feed::FeedConsumer,
+    /// `None`: plaintext. Read in [`QueryServer::new`], so bad files fail before serving.
+    tls: Option<tonic::transport::server::ServerTlsConfig>,
 }
 
 impl QueryServer {
@@ -126,6 +133,7 @@ impl QueryServer {
         let key_announcer = sm_kafka::Announcer::new(&announcer_kafka).map_err(ServeError::Producer)?;
         let artifacts = config.artifacts.build().map_err(ServeError::Artifacts)?;
         let registry = models::RegistryHandle::new(pool.clone());
+        let tls = config.query.tls.server_config()?;
         Ok(Self {
             models: models::Models::new(registry.clone(), announcer, settings.models_topic.clone()),
             predictions: predictions::Predictions::new(pool.clone(), settings.clone(), registry, artifacts),
@@ -139,6 +147,7 @@ impl QueryServer {
             pool,
             feed,
             feed_consumer,
+            tls,
         })
     }
 
@@ -158,6 +167,11 @@ impl QueryServer {
         health: Health,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        // First, so that no task is running yet should it fail (it was built once in `new`).
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls)?;
+        }
         let authenticator = auth::Authenticator::new(&self.auth, self.pool.clone()).await?;
         let keys = keys::Keys::new(
             self.pool.clone(),
@@ -208,7 +222,7 @@ impl QueryServer {
         // Reflection only when configured (it is open, like health: see `auth`).
         let (reflection_v1, reflection_v1alpha) =
             if authenticator.reflection() { (Some(reflection_v1), Some(reflection_v1alpha)) } else { (None, None) };
-        let result = tonic::transport::Server::builder()
+        let result = server
             .layer(auth::AuthLayer(authenticator))
             .add_service(health_service)
             .add_optional_service(reflection_v1)

@@ -8,9 +8,19 @@ use sm_proto::v1::{LatestRequest, ListReadingsRequest, Reading};
 /// Where the query service listens.
 #[derive(Debug, Args)]
 pub struct Endpoint {
-    /// gRPC address of the query service.
+    /// gRPC address of the query service; https:// for a server with TLS.
     #[arg(long, env = "SM_QUERY_URL", default_value = "http://127.0.0.1:50051")]
     pub query_url: String,
+    /// CA certificate(s), PEM, to trust for an https:// URL instead of the system's roots
+    /// (the CA that signed the server's SM_QUERY__TLS__CERT_FILE).
+    #[arg(long, env = "SM_QUERY_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<String>,
+    /// Client certificate, PEM, for a server with mutual TLS (SM_QUERY__TLS__CLIENT_CA_FILE).
+    #[arg(long, env = "SM_QUERY_CLIENT_CERT", value_name = "PEM", requires = "client_key")]
+    pub client_cert: Option<String>,
+    /// The private key of --client-cert, PEM.
+    #[arg(long, env = "SM_QUERY_CLIENT_KEY", value_name = "PEM", requires = "client_cert")]
+    pub client_key: Option<String>,
     /// API key (smk_...) to call with; the local stack's env file holds an admin key.
     #[arg(long, env = "SM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -24,12 +34,10 @@ impl Endpoint {
     pub async fn channel(&self) -> anyhow::Result<sm_proto::auth::AuthChannel> {
         let credential = self.api_key.as_deref().or(self.token.as_deref()).unwrap_or_default();
         let credentials = sm_proto::auth::Credentials::bearer(credential)?;
-        let channel = tonic::transport::Endpoint::from_shared(self.query_url.clone())
-            .with_context(|| format!("SM_QUERY_URL {} is not a URL", self.query_url))?
-            .connect()
+        let client_identity = self.client_cert.as_deref().zip(self.client_key.as_deref());
+        sm_proto::auth::connect(&self.query_url, self.ca_file.as_deref(), client_identity, credentials)
             .await
-            .with_context(|| format!("connecting to the query service at {} (SM_QUERY_URL)", self.query_url))?;
-        Ok(credentials.on(channel))
+            .with_context(|| format!("connecting to the query service at {} (SM_QUERY_URL)", self.query_url))
     }
 }
 

@@ -77,6 +77,17 @@ impl Server {
         Self { addr, key, stop: Some(stop), task: Some(task) }
     }
 
+    /// Where it listens (127.0.0.1 and a port of its own), for clients that build their own
+    /// channel (over TLS, say).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The bootstrap key it was configured with.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The id of the key [`Server::channel`] calls with, as principals name it (`key:<id>`).
     pub fn key_id(&self) -> String {
         self.key.split('_').nth(1).unwrap_or_default().to_owned()
