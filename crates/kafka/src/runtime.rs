@@ -1198,11 +1198,11 @@ async fn restore_state<H: Handler>(
     Ok(())
 }
 
-/// Capped exponential backoff between attempts at what must eventually succeed.
 /// The longest wait before redoing a batch that keeps aborting: short enough that a fixed
 /// cause (an ACL granted, a broker back) is picked up quickly.
 const ABORT_BACKOFF_MAX_MS: u64 = 5_000;
 
+/// Capped exponential backoff between attempts at what must eventually succeed.
 struct Backoff {
     next_ms: u64,
     max_ms: u64,
