@@ -43,6 +43,7 @@ bench:
 	cargo bench -p sm-query --bench list_readings
 	cargo bench -p sm-prediction --bench agent
 	cargo bench -p sm-query --bench predict
+	cargo bench -p sm-audit --bench merkle
 
 stack-up:
 	$(STACK) up
