@@ -228,6 +228,19 @@ fn docker_compose_matches_the_code() {
 }
 
 /// Every manifest in `k8s/*.yaml`, with the file it came from.
+/// The k8s/ workload (file, manifest) whose pod runs a container named `container`.
+fn workload_running<'m>(manifests: &'m [(String, Yaml)], container: &str) -> (&'m String, &'m Yaml) {
+    manifests
+        .iter()
+        .find(|(_, m)| {
+            m["spec"]["template"]["spec"]["containers"]
+                .as_sequence()
+                .is_some_and(|c| c.iter().any(|c| c.get("name").map(text).as_deref() == Some(container)))
+        })
+        .map(|(file, m)| (file, m))
+        .unwrap_or_else(|| panic!("k8s/ runs no {container} container"))
+}
+
 fn k8s_manifests() -> Vec<(String, Yaml)> {
     let mut manifests = Vec::new();
     for entry in std::fs::read_dir(root().join("k8s")).unwrap() {
@@ -356,14 +369,7 @@ fn redis_persists_the_duplicate_windows_everywhere() {
 
     // k8s/: a StatefulSet whose data dir is a volumeClaimTemplate.
     let manifests = k8s_manifests();
-    let (file, statefulset) = manifests
-        .iter()
-        .find(|(_, m)| {
-            m["spec"]["template"]["spec"]["containers"]
-                .as_sequence()
-                .is_some_and(|c| c.iter().any(|c| c.get("name").map(text).as_deref() == Some("redis")))
-        })
-        .expect("k8s/ runs no redis container");
+    let (file, statefulset) = workload_running(&manifests, "redis");
     assert_eq!(text(&statefulset["kind"]), "StatefulSet", "{file}: redis needs a volumeClaimTemplate");
     let container = statefulset["spec"]["template"]["spec"]["containers"]
         .as_sequence()
@@ -439,14 +445,7 @@ fn postgres_creates_the_reader_role_everywhere() {
 
     // k8s/: a ConfigMap with the same text, mounted into the init directory.
     let manifests = k8s_manifests();
-    let (file, statefulset) = manifests
-        .iter()
-        .find(|(_, m)| {
-            m["spec"]["template"]["spec"]["containers"]
-                .as_sequence()
-                .is_some_and(|c| c.iter().any(|c| c.get("name").map(text).as_deref() == Some("postgres")))
-        })
-        .expect("k8s/ runs no postgres container");
+    let (file, statefulset) = workload_running(&manifests, "postgres");
     let pod = &statefulset["spec"]["template"]["spec"];
     let container = pod["containers"].as_sequence().unwrap().iter().find(|c| text(&c["name"]) == "postgres").unwrap();
     let user = container["env"]

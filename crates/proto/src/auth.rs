@@ -133,8 +133,9 @@ fn read(what: &'static str, path: &str) -> Result<Vec<u8>, ConnectError> {
 }
 
 /// The error and its sources, `: `-separated; a source that only repeats what is already
-/// said (hyper prints its cause in its own message) is left out.
-fn causes(error: &dyn std::error::Error) -> String {
+/// said (hyper prints its cause in its own message) is left out. tonic's transport errors
+/// print only "transport error" themselves, so the server's TLS setup reports with it too.
+pub fn causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -255,6 +255,16 @@ struct Phase {
 }
 
 impl Phase {
+    /// This phase's throughput, p50 and p99 over `baseline`'s.
+    fn ratio_line(&self, name: &str, baseline: &Phase) {
+        println!(
+            "ratio {name}: throughput {:.2}, p50 {:.2}, p99 {:.2}",
+            self.rate() / baseline.rate(),
+            self.percentile(0.50) / baseline.percentile(0.50),
+            self.percentile(0.99) / baseline.percentile(0.99)
+        );
+    }
+
     /// Requests that started inside the window, over its length: the rate in steady state.
     fn collect(results: Vec<(Vec<Duration>, usize)>, window: Window) -> Self {
         let secs = (window.deadline - window.measured_from).as_secs_f64();
@@ -624,30 +634,10 @@ async fn main() {
     println!("{}", grpc.line("gRPC ListReadings, API key + RLS (channel each, pool of 32):", &grpc_cpu));
     println!("{}", open.line("the same without the auth layer (fixed admin principal):", &open_cpu));
     println!("{}", tls.line("the same with the auth layer, over TLS (rustls):", &tls_cpu));
-    println!(
-        "ratio scoped SQL / SQL: throughput {:.2}, p50 {:.2}, p99 {:.2}",
-        scoped.rate() / sql.rate(),
-        scoped.percentile(0.50) / sql.percentile(0.50),
-        scoped.percentile(0.99) / sql.percentile(0.99)
-    );
-    println!(
-        "ratio gRPC / SQL: throughput {:.2}, p50 {:.2}, p99 {:.2}",
-        grpc.rate() / sql.rate(),
-        grpc.percentile(0.50) / sql.percentile(0.50),
-        grpc.percentile(0.99) / sql.percentile(0.99)
-    );
-    println!(
-        "ratio auth on / auth off: throughput {:.2}, p50 {:.2}, p99 {:.2}",
-        grpc.rate() / open.rate(),
-        grpc.percentile(0.50) / open.percentile(0.50),
-        grpc.percentile(0.99) / open.percentile(0.99)
-    );
-    println!(
-        "ratio TLS on / TLS off (both with auth): throughput {:.2}, p50 {:.2}, p99 {:.2}",
-        tls.rate() / grpc.rate(),
-        tls.percentile(0.50) / grpc.percentile(0.50),
-        tls.percentile(0.99) / grpc.percentile(0.99)
-    );
+    scoped.ratio_line("scoped SQL / SQL", &sql);
+    grpc.ratio_line("gRPC / SQL", &sql);
+    grpc.ratio_line("auth on / auth off", &open);
+    tls.ratio_line("TLS on / TLS off (both with auth)", &grpc);
 }
 
 async fn measure_grpc(secs: u64, target: &Target) -> (Phase, Cpu) {

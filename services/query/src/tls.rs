@@ -110,7 +110,7 @@ impl TlsSettings {
         }
         tonic::transport::Server::builder()
             .tls_config(config.clone())
-            .map_err(|error| TlsError::Config { detail: error_chain(&error) })?;
+            .map_err(|error| TlsError::Config { detail: sm_proto::auth::causes(&error) })?;
         Ok(Some(config))
     }
 }
@@ -134,22 +134,6 @@ fn is_certificate(text: &str) -> bool {
 /// `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` (PKCS#1), `EC PRIVATE KEY` (SEC1).
 fn is_private_key(text: &str) -> bool {
     text.lines().any(|line| line.starts_with("-----BEGIN ") && line.ends_with("PRIVATE KEY-----"))
-}
-
-/// tonic's transport error prints only "transport error"; the cause is in its sources
-/// (a source that only repeats what is already said is left out).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The service principal a verified client certificate stands for: its subject's common
