@@ -227,7 +227,6 @@ fn docker_compose_matches_the_code() {
     }
 }
 
-/// Every manifest in `k8s/*.yaml`, with the file it came from.
 /// The k8s/ workload (file, manifest) whose pod runs a container named `container`.
 fn workload_running<'m>(manifests: &'m [(String, Yaml)], container: &str) -> (&'m String, &'m Yaml) {
     manifests
@@ -241,6 +240,7 @@ fn workload_running<'m>(manifests: &'m [(String, Yaml)], container: &str) -> (&'
         .unwrap_or_else(|| panic!("k8s/ runs no {container} container"))
 }
 
+/// Every manifest in `k8s/*.yaml`, with the file it came from.
 fn k8s_manifests() -> Vec<(String, Yaml)> {
     let mut manifests = Vec::new();
     for entry in std::fs::read_dir(root().join("k8s")).unwrap() {
@@ -414,74 +414,136 @@ fn redis_persists_the_duplicate_windows_everywhere() {
     assert_eq!(k8s_fsync, local_fsync, "k8s/ and deploy/local/stack fsync Redis differently");
 }
 
-/// The init script that gives the services' role (sm) the NOLOGIN role sm_reader, which the
-/// query service reads as under row-level security (projector migration 8). The projector
-/// grants it nothing on a database where sm may not create roles, so both stacks create it
-/// on the first start: compose mounts deploy/postgres/init-roles.sql, k8s/ holds it in a
-/// ConfigMap, and the two must not drift apart.
+/// The roles of row-level security, as every stack creates them: sm_reader (what the query
+/// service may do, granted by the projector's and the registry's migrations) and sm_query (the
+/// query service's login role, a member of it that owns nothing). compose mounts
+/// deploy/postgres/init-roles.sh into the init directory and the SQL beside it, k8s/ holds both
+/// in a ConfigMap, and they must not drift apart; the query service, and only it, logs in as
+/// sm_query.
 #[test]
-fn postgres_creates_the_reader_role_everywhere() {
+fn postgres_creates_the_query_roles_everywhere() {
     const INITDB: &str = "/docker-entrypoint-initdb.d/";
-    let script = std::fs::read_to_string(root().join("deploy/postgres/init-roles.sql")).unwrap();
-    let sql: String = script.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
-    assert!(sql.contains("CREATE ROLE sm_reader NOLOGIN"), "deploy/postgres/init-roles.sql does not create sm_reader");
-    assert!(sql.contains("GRANT sm_reader TO sm;"), "deploy/postgres/init-roles.sql does not grant sm_reader to sm");
+    const SQL_AT: &str = "/etc/sm/init-roles.sql";
+    let sql_file = std::fs::read_to_string(root().join("deploy/postgres/init-roles.sql")).unwrap();
+    let script = std::fs::read_to_string(root().join("deploy/postgres/init-roles.sh")).unwrap();
+    let sql: String = sql_file.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    for needed in [
+        "CREATE ROLE sm_reader NOLOGIN",
+        "GRANT sm_reader TO sm;",
+        "CREATE ROLE sm_query",
+        "NOBYPASSRLS PASSWORD :'query_password'",
+        "GRANT sm_reader TO sm_query;",
+    ] {
+        assert!(sql.contains(needed), "deploy/postgres/init-roles.sql lacks {needed:?}");
+    }
+    assert!(
+        script.contains(&format!("-f {SQL_AT}")) && script.contains("query_password=\"$SM_QUERY_DB_PASSWORD\""),
+        "deploy/postgres/init-roles.sh does not run {SQL_AT} with SM_QUERY_DB_PASSWORD"
+    );
+    let user = |url: &str| url.trim_start_matches("postgres://").split(':').next().unwrap_or_default().to_owned();
 
-    // docker-compose.yml: the file, mounted into the init directory.
+    // docker-compose.yml: the script into the init directory, the SQL where it reads it.
     let compose: Yaml =
         serde_yaml::from_str(&std::fs::read_to_string(root().join("docker-compose.yml")).unwrap()).unwrap();
     let postgres = &compose["services"]["postgres"];
     assert_eq!(
         text(&postgres["environment"]["POSTGRES_USER"]),
         "sm",
-        "docker-compose.yml postgres: the script grants to sm"
+        "docker-compose.yml postgres: the SQL grants to sm"
+    );
+    assert!(
+        !text(&postgres["environment"]["SM_QUERY_DB_PASSWORD"]).is_empty(),
+        "docker-compose.yml postgres: no SM_QUERY_DB_PASSWORD for init-roles.sh"
     );
     let mounts: Vec<String> =
         postgres["volumes"].as_sequence().map(|v| v.iter().map(text).collect()).unwrap_or_default();
-    assert!(
-        mounts.iter().any(|m| m.starts_with("./deploy/postgres/init-roles.sql:") && m.contains(&format!(":{INITDB}"))),
-        "docker-compose.yml postgres: deploy/postgres/init-roles.sql is not mounted into {INITDB} ({mounts:?})"
-    );
+    for (file, target) in [
+        ("./deploy/postgres/init-roles.sh:", format!(":{INITDB}")),
+        ("./deploy/postgres/init-roles.sql:", format!(":{SQL_AT}")),
+    ] {
+        assert!(
+            mounts.iter().any(|m| m.starts_with(file) && m.contains(&target)),
+            "docker-compose.yml postgres: {file} is not mounted at {target} ({mounts:?})"
+        );
+    }
+    for service in services() {
+        let (_, entry) = compose["services"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .find(|(_, e)| {
+                e["command"].as_sequence().and_then(|c| c.first()).map(text).as_deref() == Some(service.binary)
+            })
+            .unwrap();
+        let Some(url) = entry["environment"]["SM_POSTGRES__URL"].as_str() else { continue };
+        let expected = if service.binary == "query" { "sm_query" } else { "sm" };
+        assert_eq!(user(url), expected, "docker-compose.yml {}: logs in to PostgreSQL as", service.binary);
+    }
 
-    // k8s/: a ConfigMap with the same text, mounted into the init directory.
+    // k8s/: a ConfigMap with the same two files, mounted likewise, executable.
     let manifests = k8s_manifests();
     let (file, statefulset) = workload_running(&manifests, "postgres");
     let pod = &statefulset["spec"]["template"]["spec"];
     let container = pod["containers"].as_sequence().unwrap().iter().find(|c| text(&c["name"]) == "postgres").unwrap();
-    let user = container["env"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|e| text(&e["name"]) == "POSTGRES_USER")
-        .map(|e| text(&e["value"]));
-    assert_eq!(user.as_deref(), Some("sm"), "{file} postgres: the script grants to sm");
-    let mount = container["volumeMounts"]
-        .as_sequence()
-        .and_then(|mounts| mounts.iter().find(|m| text(&m["mountPath"]).starts_with(INITDB)))
-        .unwrap_or_else(|| panic!("{file} postgres: nothing mounted into {INITDB}"));
-    let volume = pod["volumes"]
-        .as_sequence()
-        .and_then(|volumes| volumes.iter().find(|v| text(&v["name"]) == text(&mount["name"])))
-        .unwrap_or_else(|| panic!("{file} postgres: no volume {}", text(&mount["name"])));
-    let config_map = text(&volume["configMap"]["name"]);
-    let data = manifests
-        .iter()
-        .find(|(_, m)| {
-            m.get("kind").map(text).as_deref() == Some("ConfigMap") && text(&m["metadata"]["name"]) == config_map
-        })
-        .map(|(_, m)| m["data"].clone())
-        .unwrap_or_else(|| panic!("k8s/ has no ConfigMap {config_map}"));
-    let key = mount.get("subPath").map(text).unwrap_or_else(|| {
-        let keys: Vec<String> = data.as_mapping().map(|d| d.keys().map(text).collect()).unwrap_or_default();
-        assert_eq!(keys.len(), 1, "ConfigMap {config_map}: one script expected ({keys:?})");
-        keys[0].clone()
-    });
-    assert!(key.ends_with(".sql"), "ConfigMap {config_map}: {key} must end in .sql for the image to run it");
+    let env = |container: &Yaml, name: &str| -> Option<Yaml> {
+        container["env"].as_sequence().unwrap().iter().find(|e| text(&e["name"]) == name).cloned()
+    };
     assert_eq!(
-        data.get(key.as_str()).map(text).as_deref(),
-        Some(script.as_str()),
-        "ConfigMap {config_map} key {key} differs from deploy/postgres/init-roles.sql"
+        env(container, "POSTGRES_USER").map(|e| text(&e["value"])).as_deref(),
+        Some("sm"),
+        "{file} postgres: the SQL grants to sm"
     );
+    let secret = |name: &str, key: &str| -> String {
+        manifests
+            .iter()
+            .find(|(_, m)| m.get("kind").map(text).as_deref() == Some("Secret") && text(&m["metadata"]["name"]) == name)
+            .map(|(_, m)| text(&m["stringData"][key]))
+            .unwrap_or_default()
+    };
+    let password = env(container, "SM_QUERY_DB_PASSWORD")
+        .unwrap_or_else(|| panic!("{file} postgres: no SM_QUERY_DB_PASSWORD for init-roles.sh"));
+    let from = &password["valueFrom"]["secretKeyRef"];
+    assert!(
+        !secret(&text(&from["name"]), &text(&from["key"])).is_empty(),
+        "{file} postgres: SM_QUERY_DB_PASSWORD's Secret"
+    );
+    let mounts = container["volumeMounts"].as_sequence().unwrap();
+    for (key, at) in [("10-init-roles.sh", format!("{INITDB}10-init-roles.sh")), ("init-roles.sql", SQL_AT.to_owned())]
+    {
+        let mount = mounts
+            .iter()
+            .find(|m| text(&m["mountPath"]) == at)
+            .unwrap_or_else(|| panic!("{file} postgres: nothing mounted at {at}"));
+        assert_eq!(text(&mount["subPath"]), key, "{file} postgres: {at}");
+        let volume = pod["volumes"]
+            .as_sequence()
+            .and_then(|volumes| volumes.iter().find(|v| text(&v["name"]) == text(&mount["name"])))
+            .unwrap_or_else(|| panic!("{file} postgres: no volume {}", text(&mount["name"])));
+        assert_eq!(volume["configMap"]["defaultMode"].as_u64(), Some(0o755), "{file}: the script must be executable");
+        let config_map = text(&volume["configMap"]["name"]);
+        let data = manifests
+            .iter()
+            .find(|(_, m)| {
+                m.get("kind").map(text).as_deref() == Some("ConfigMap") && text(&m["metadata"]["name"]) == config_map
+            })
+            .map(|(_, m)| m["data"].clone())
+            .unwrap_or_else(|| panic!("k8s/ has no ConfigMap {config_map}"));
+        let source = if key.ends_with(".sh") { &script } else { &sql_file };
+        assert_eq!(
+            data.get(key).map(text).as_deref(),
+            Some(source.as_str()),
+            "ConfigMap {config_map} key {key} differs from deploy/postgres/"
+        );
+    }
+    for service in services() {
+        let (file, deployment) = workload_running(&manifests, service.binary);
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let Some(url) = env(container, "SM_POSTGRES__URL") else { continue };
+        let from = &url["valueFrom"]["secretKeyRef"];
+        let url = secret(&text(&from["name"]), &text(&from["key"]));
+        let expected = if service.binary == "query" { "sm_query" } else { "sm" };
+        assert_eq!(user(&url), expected, "{file} {}: logs in to PostgreSQL as", service.binary);
+    }
 }
 
 #[test]

@@ -28,7 +28,16 @@ async fn readings_path_end_to_end_across_sigkill() {
     let grpc_port = free_port();
     let mut ingestion = Service::start("ingestion", &stack, &[]);
     let mut projector = Service::start("projector", &stack, &[]);
-    let mut query = Service::start("query", &stack, &[("SM_QUERY__GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))]);
+    // As it is deployed: logged in as sm_query, which owns nothing (it would not be ready
+    // as the owner, which row-level security does not apply to).
+    let mut query = Service::start(
+        "query",
+        &stack,
+        &[
+            ("SM_QUERY__GRPC_ADDR", format!("127.0.0.1:{grpc_port}")),
+            ("SM_POSTGRES__URL", stack.query_postgres_url.clone()),
+        ],
+    );
 
     let tenant = unique("e2e");
     let summary_path = std::env::temp_dir().join(format!("{tenant}.json"));

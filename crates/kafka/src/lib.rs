@@ -37,3 +37,21 @@ pub use handler::{BoxError, ExternalCheckpoint, HandleError, Handler, Outputs, P
 pub use produce::{AnnounceError, Announcer};
 pub use runtime::{OUTPUT_TOO_LARGE, RunSummary, Runtime, RuntimeError};
 pub use state::StateStore;
+
+/// librdkafka's log line as a tracing event of the same level, under target `librdkafka`:
+/// what every client context of ours does after looking at the line.
+pub(crate) fn forward_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error => tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        Notice | Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+    }
+}
+
+/// An error or worse: what our contexts keep as the cause of a failure.
+pub(crate) fn is_error(level: rdkafka::config::RDKafkaLogLevel) -> bool {
+    use rdkafka::config::RDKafkaLogLevel::*;
+    matches!(level, Emerg | Alert | Critical | Error)
+}

@@ -1309,19 +1309,11 @@ impl TxnContext {
 
 impl ClientContext for TxnContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        use RDKafkaLogLevel::*;
-        match level {
-            Emerg | Alert | Critical | Error => {
-                // ADDPARTS names the partition refused; TXNERR what that did to the transaction.
-                if fac == "ADDPARTS" || fac == "TXNERR" {
-                    self.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| message.to_owned());
-                }
-                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
-            }
-            Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
-            Notice | Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}"),
-            Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        // ADDPARTS names the partition refused; TXNERR what that did to the transaction.
+        if crate::is_error(level) && (fac == "ADDPARTS" || fac == "TXNERR") {
+            self.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| message.to_owned());
         }
+        crate::forward_log(level, fac, message);
     }
 }
 

@@ -76,12 +76,21 @@ pub enum RegistryError {
         #[source]
         source: object_store::Error,
     },
+    #[error(
+        "the model registry's tables do not exist in this database yet: the projector creates them when it \
+         starts (so does `smctl train`); start it against the same SM_POSTGRES__URL database"
+    )]
+    NotMigrated(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
 impl From<tokio_postgres::Error> for RegistryError {
     fn from(error: tokio_postgres::Error) -> Self {
+        // Only an attached registry (`Registry::attach`) can meet missing tables.
+        if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+            return Self::NotMigrated(error);
+        }
         Self::Storage(StorageError::Database(error))
     }
 }

@@ -253,10 +253,17 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Applies the registry's migrations and returns the registry.
+    /// Applies the registry's migrations and returns the registry. Needs the tables' owner
+    /// (the trainer, the projector); the query service [`Registry::attach`]es instead.
     pub async fn open(pool: Pool) -> Result<Self, RegistryError> {
-        sm_storage::migrate(&pool, "registry", MIGRATIONS).await?;
+        sm_storage::migrate(&pool, crate::schema::COMPONENT, MIGRATIONS).await?;
         Ok(Self { pool })
+    }
+
+    /// The registry over tables someone else migrated (the projector does at start), for a
+    /// role that may not change the schema.
+    pub fn attach(pool: Pool) -> Self {
+        Self { pool }
     }
 
     /// Registers the next version of `new.name` in staging, storing `artifact` first.

@@ -7,6 +7,9 @@
 
 use sm_storage::Migration;
 
+/// Component name in `sm_schema_migrations`.
+pub const COMPONENT: &str = "registry";
+
 /// Applied in order by `sm_storage::migrate`; never edit an applied one, add a version.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -51,5 +54,18 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "asset type of a model version",
         // The prediction agent serves, per asset type, that type's production model.
         sql: |_| "ALTER TABLE sm_model_versions ADD COLUMN asset_type text NOT NULL DEFAULT ''".to_owned(),
+    },
+    Migration {
+        version: 3,
+        name: "the query role reads versions and moves their stage",
+        // ModelService and Predict read; Promote and Archive update the stage (row locks
+        // need UPDATE). Registering stays with the owner: the trainer.
+        sql: |_| {
+            format!(
+                "{}GRANT SELECT, UPDATE ON sm_models, sm_model_versions TO {};",
+                sm_storage::roles::reader_role_sql(),
+                sm_storage::roles::READER_ROLE
+            )
+        },
     },
 ];

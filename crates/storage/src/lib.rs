@@ -5,6 +5,7 @@
 //! - [`tls`]: `sslmode` and the verified rustls connector the pool uses unless it is `disable`;
 //! - [`migrate`]: versioned, idempotent migrations run at start, and TimescaleDB detection
 //!   ([`Flavor`]): hypertables when the extension is there, native partitioning otherwise;
+//! - [`roles`]: the roles the migrations grant to (the query service's is not the owner);
 //! - [`offsets`]: the offset store, written in the same transaction as projection rows;
 //! - [`projection`]: [`Projection`], the one way to write a projection, and
 //!   [`ProjectionWriter`], which runs it on the Kafka runtime effectively-once.
@@ -16,6 +17,7 @@
 pub mod migrate;
 pub mod offsets;
 pub mod projection;
+pub mod roles;
 pub mod tls;
 
 pub use migrate::{Flavor, Migration, migrate};

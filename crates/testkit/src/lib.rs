@@ -28,7 +28,11 @@ pub fn default_stack_env() -> String {
 #[derive(Debug, Clone)]
 pub struct Stack {
     pub kafka: String,
+    /// As the tables' owner: migrations, projectors, test fixtures.
     pub postgres_url: String,
+    /// As the query service logs in (`sm_query`): a member of the reader role that owns
+    /// nothing, so row-level security applies to every statement.
+    pub query_postgres_url: String,
     pub redis_url: String,
     /// Every variable of the env file, to pass on to service processes.
     pub vars: HashMap<String, String>,
@@ -45,6 +49,7 @@ pub fn stack_from_env_file() -> Stack {
     Stack {
         kafka: get("SM_KAFKA__BOOTSTRAP_SERVERS"),
         postgres_url: get("SM_POSTGRES__URL"),
+        query_postgres_url: get("SM_QUERY_POSTGRES_URL"),
         redis_url: get("SM_REDIS__URL"),
         vars,
     }

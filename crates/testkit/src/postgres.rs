@@ -7,6 +7,9 @@ use crate::{Stack, unique};
 pub struct ScratchSchema {
     /// The stack's database URL with `search_path` set to the schema: connect with this.
     pub url: String,
+    /// The same as the query service's role (`sm_query`), which reads under row-level
+    /// security: serve the query service from this, once the owner migrated the schema.
+    pub query_url: String,
     admin_url: String,
     schema: String,
 }
@@ -21,8 +24,11 @@ impl ScratchSchema {
         tokio::spawn(connection);
         admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
         let separator = if stack.postgres_url.contains('?') { '&' } else { '?' };
-        let url = format!("{}{separator}options=-csearch_path%3D{schema}", stack.postgres_url);
-        Self { url, admin_url: stack.postgres_url.clone(), schema }
+        let options = format!("options=-csearch_path%3D{schema}");
+        let url = format!("{}{separator}{options}", stack.postgres_url);
+        let separator = if stack.query_postgres_url.contains('?') { '&' } else { '?' };
+        let query_url = format!("{}{separator}{options}", stack.query_postgres_url);
+        Self { url, query_url, admin_url: stack.postgres_url.clone(), schema }
     }
 }
 

@@ -22,6 +22,11 @@ async fn main() -> anyhow::Result<()> {
     let flavor = sm_storage::migrate(&pool, schema::COMPONENT, schema::MIGRATIONS)
         .await
         .context("migrating the read models (is PostgreSQL at SM_POSTGRES__URL?)")?;
+    // The model registry's tables too: the query service reads and stages models but, not
+    // owning the schema, may not create them.
+    sm_storage::migrate(&pool, sm_registry::schema::COMPONENT, sm_registry::MIGRATIONS)
+        .await
+        .context("migrating the model registry")?;
     health.set("postgres", true);
     let probed = pool.clone();
     let _probe = health.probe("postgres", PROBE_INTERVAL, move || {

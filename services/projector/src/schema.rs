@@ -43,9 +43,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 8, name: "row-level security by tenant", sql: row_level_security },
 ];
 
-/// The role the query service reads as (`SET ROLE` inside each transaction): not the
-/// owner, so the policies below apply to it.
-pub const READER_ROLE: &str = "sm_reader";
+/// The role the query service reads as: not the owner, so the policies below apply to it.
+pub use sm_storage::roles::READER_ROLE;
 
 /// Tables whose rows carry their tenant; each gets the same policy.
 pub const TENANT_TABLES: &[&str] = &[
@@ -75,23 +74,10 @@ fn by_asset_tables(flavor: Flavor) -> &'static [&'static str] {
 /// transaction of the query service sets `sm.tenant_id` (`*` for a cross-tenant admin) with
 /// `set_config(..., true)`; with none set, `current_setting(..., true)` is NULL and no row
 /// is visible. The owner (the projector) is not subject to the policies and writes every
-/// tenant. The role itself is cluster-wide, so it is created only if missing, by whoever may.
+/// tenant.
 fn row_level_security(flavor: Flavor) -> String {
     let setting = "current_setting('sm.tenant_id', true)";
-    let mut sql = format!(
-        "DO $$
-         BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER_ROLE}') THEN
-                 CREATE ROLE {READER_ROLE} NOLOGIN;
-             END IF;
-         EXCEPTION WHEN insufficient_privilege THEN
-             RAISE EXCEPTION 'role {READER_ROLE} is missing and % may not create it: as a superuser run CREATE ROLE {READER_ROLE} NOLOGIN; GRANT {READER_ROLE} TO %;', current_user, current_user;
-         END $$;
-         DO $$ BEGIN
-             EXECUTE format('GRANT USAGE ON SCHEMA %I TO {READER_ROLE}', current_schema());
-         END $$;
-\n"
-    );
+    let mut sql = sm_storage::roles::reader_role_sql();
     for table in TENANT_TABLES {
         sql.push_str(&format!(
             "GRANT SELECT ON {table} TO {READER_ROLE};

@@ -581,7 +581,12 @@ async fn main() {
     // but nobody checks it; the tenant-scoped transaction is unchanged), then with TLS.
     let config = QueryConfig {
         kafka: KafkaConfig { bootstrap_servers: stack.kafka.clone(), ..KafkaConfig::default() },
-        postgres: PostgresConfig { url: Secret(url.clone()), pool_size: CLIENTS, ..Default::default() },
+        // Logged in as deployed: sm_query, under row-level security.
+        postgres: PostgresConfig {
+            url: Secret(with_search_path(&stack.query_postgres_url)),
+            pool_size: CLIENTS,
+            ..Default::default()
+        },
         telemetry: Default::default(),
         auth: sm_query::auth::AuthConfig { bootstrap_key: Secret(stack.api_key()), ..Default::default() },
         artifacts: Default::default(),

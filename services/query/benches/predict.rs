@@ -408,7 +408,10 @@ async fn main() {
         rul_name: rul_name.clone(),
     });
 
-    let server_pool = sm_storage::connect(&config.postgres).unwrap();
+    // Logged in as deployed: sm_query, which reads the registry the owner migrated above.
+    let server_pool =
+        sm_storage::connect(&PostgresConfig { url: Secret(schema.query_url.clone()), ..config.postgres.clone() })
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = QueryServer::new(&config, server_pool).unwrap();

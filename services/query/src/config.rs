@@ -18,9 +18,8 @@ pub struct QueryConfig {
     /// producers), and the alert feed behind `StreamAlerts` (one consumer outside any group; it
     /// never commits).
     pub kafka: KafkaConfig,
-    /// The projections the service reads. It never migrates them: the projector owns the
-    /// schema. The model registry's tables live here too; the registry migrates its own
-    /// (component `registry`) when `ModelService` or `Predict` first needs it.
+    /// The projections the service reads, and the model registry's tables, as a role that
+    /// owns nothing (`sm_query`): the projector migrates both.
     pub postgres: PostgresConfig,
     pub telemetry: TelemetryConfig,
     /// Where model artifacts are (`SM_ARTIFACTS__*`): `Predict` reads them, checked against the

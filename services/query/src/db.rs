@@ -85,8 +85,9 @@ impl ToSql for PgInterval {
 }
 
 /// The role every tenant-scoped transaction runs as: not the tables' owner, so row-level
-/// security applies (the projector's migrations create it and its policies).
-pub const READER_ROLE: &str = "sm_reader";
+/// security applies (the projector's migrations create it and its policies). The service
+/// also logs in as a member of it that owns nothing, so what is not scoped sees no rows.
+pub use sm_storage::roles::READER_ROLE;
 
 /// A transaction that sees only `scope`'s rows: `sm.tenant_id` and the role are set with
 /// `set_config(..., true)`, so they end with the transaction and a pooled connection never

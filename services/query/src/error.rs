@@ -217,6 +217,10 @@ fn registry_status(error: RegistryError) -> Status {
             tracing::error!(error = %error, "artifact store request failed");
             Status::unavailable("artifact store unavailable; retry later")
         }
+        RegistryError::NotMigrated(_) => {
+            tracing::error!(error = %error, "model registry not migrated");
+            Status::unavailable(error.to_string())
+        }
         RegistryError::Storage(_) => {
             tracing::error!(error = %error, "model registry query failed");
             Status::unavailable("model registry unavailable; retry later")

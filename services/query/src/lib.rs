@@ -132,7 +132,8 @@ impl QueryServer {
         let announcer = sm_kafka::Announcer::new(&announcer_kafka).map_err(ServeError::Producer)?;
         let key_announcer = sm_kafka::Announcer::new(&announcer_kafka).map_err(ServeError::Producer)?;
         let artifacts = config.artifacts.build().map_err(ServeError::Artifacts)?;
-        let registry = models::RegistryHandle::new(pool.clone());
+        // The projector migrates the registry's tables: this role may not.
+        let registry = sm_registry::Registry::attach(pool.clone());
         let tls = config.query.tls.server_config()?;
         Ok(Self {
             models: models::Models::new(registry.clone(), announcer, settings.models_topic.clone()),
@@ -252,18 +253,26 @@ async fn report_readiness(
     feed: &feed::AlertFeed,
 ) {
     // Bounded: an unreachable host can hold a TCP connect for minutes.
-    let ready = match tokio::time::timeout(READINESS_TIMEOUT, ping(pool)).await {
-        Ok(Ok(())) => true,
+    let failure = match tokio::time::timeout(READINESS_TIMEOUT, check_store(pool)).await {
+        Ok(Ok(())) => None,
         Ok(Err(error)) => {
-            tracing::warn!(error = %error, "projection store not reachable");
-            false
+            match error {
+                StoreCheck::Unreachable(_) => tracing::warn!(error = %error, "projection store not reachable"),
+                StoreCheck::BypassesRowSecurity { .. } => tracing::error!(error = %error, "not serving"),
+            }
+            Some(error.to_string())
         }
         Err(_) => {
             tracing::warn!(timeout_ms = READINESS_TIMEOUT.as_millis() as u64, "projection store did not answer");
-            false
+            Some(format!("no answer within {} ms", READINESS_TIMEOUT.as_millis()))
         }
     };
-    health.set("postgres", ready);
+    let ready = failure.is_none();
+    // The reason on /readyz too, so whoever deploys it sees why.
+    match failure {
+        None => health.set("postgres", true),
+        Some(reason) => health.set_unavailable("postgres", reason),
+    }
     let status = |ready| if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
     for service in [
         "",
@@ -281,9 +290,31 @@ async fn report_readiness(
     reporter.set_service_status(alert_service_server::SERVICE_NAME, status(ready && feed_live)).await;
 }
 
-/// `SELECT 1` on a pooled connection.
-pub async fn ping(pool: &Pool) -> Result<(), sm_storage::StorageError> {
-    let client = pool.get().await?;
-    client.simple_query("SELECT 1").await?;
+/// Why the projection store is not fit to serve from.
+#[derive(Debug, thiserror::Error)]
+enum StoreCheck {
+    #[error(transparent)]
+    Unreachable(#[from] sm_storage::StorageError),
+    #[error(
+        "connected to PostgreSQL as {role}, which row-level security does not apply to (it owns the projections, \
+         is a superuser or has BYPASSRLS): connect as a role that is only a member of {reader} (sm_query in the \
+         local stack and deploy/postgres/init-roles.sql) in SM_POSTGRES__URL"
+    )]
+    BypassesRowSecurity { role: String, reader: &'static str },
+}
+
+/// The store answers, and the role we are connected as is subject to row-level security, so
+/// a query that forgot its tenant still sees nothing. Before the projector created the
+/// tables there is nothing to protect yet: ready, and checked again at the next tick.
+async fn check_store(pool: &Pool) -> Result<(), StoreCheck> {
+    let client = pool.get().await.map_err(sm_storage::StorageError::from)?;
+    let statement = format!("SELECT current_user::text, ({}) IS TRUE", sm_storage::roles::BYPASSES_RLS_SQL);
+    let row = client
+        .query_one(&statement, &[&"readings"])
+        .await
+        .map_err(|e| StoreCheck::Unreachable(sm_storage::StorageError::Database(e)))?;
+    if row.get::<_, bool>(1) {
+        return Err(StoreCheck::BypassesRowSecurity { role: row.get(0), reader: sm_storage::roles::READER_ROLE });
+    }
     Ok(())
 }

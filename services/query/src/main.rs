@@ -29,8 +29,9 @@ async fn main() -> anyhow::Result<()> {
     sm_kafka::ensure_topics(&config.kafka, &topics).await.context("creating the assets, models and alert topics")?;
     health.set("kafka", true);
 
-    // No migrations of the projections: the projector owns them, and the service only reads
-    // them. (The model registry migrates its own tables when ModelService first opens it.)
+    // No migrations: the projector owns the projections and the registry's tables, and this
+    // service logs in as a role that may not change them (not ready as one that escapes
+    // row-level security).
     let pool = sm_storage::connect(&config.postgres).context("building the database pool")?;
     let server = QueryServer::new(&config, pool).context("building the gRPC services")?;
     let listener = tokio::net::TcpListener::bind(config.query.grpc_addr)

@@ -21,31 +21,7 @@ use sm_kafka::Announcer;
 use sm_proto::convert::to_timestamp;
 use sm_proto::v1::{self, model_service_server::ModelService};
 use sm_registry::{Change, ModelSummary, ModelVersion, Registry, Selector};
-use sm_storage::Pool;
-use std::sync::Arc;
-use tokio::sync::OnceCell;
 use tonic::{Request, Response, Status};
-
-/// The registry, opened (and its migrations applied, component `registry`) on first use, so
-/// that the server starts, like every other service here, without the database answering.
-/// Cheap to clone; every clone shares the one opened registry.
-#[derive(Clone)]
-pub struct RegistryHandle {
-    pool: Pool,
-    registry: Arc<OnceCell<Registry>>,
-}
-
-impl RegistryHandle {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool, registry: Arc::new(OnceCell::new()) }
-    }
-
-    /// The opened registry. A failed open is not remembered: the next request tries again.
-    pub async fn get(&self) -> Result<&Registry, QueryError> {
-        let registry = self.registry.get_or_try_init(|| Registry::open(self.pool.clone())).await?;
-        Ok(registry)
-    }
-}
 
 /// A model name from a request: the registry's alphabet, or `INVALID_ARGUMENT` on `field`.
 pub fn model_name(field: &str, name: &str) -> Result<String, QueryError> {
@@ -162,7 +138,7 @@ fn platform_wide(principal: &Principal) -> Result<(), QueryError> {
 
 /// The `ModelService` implementation.
 pub struct Models {
-    registry: RegistryHandle,
+    registry: Registry,
     /// Publishes the commands' events (idempotent producer, waits for the acknowledgement).
     announcer: Announcer,
     /// `sm.models.v1`, unless a test says otherwise.
@@ -170,7 +146,7 @@ pub struct Models {
 }
 
 impl Models {
-    pub fn new(registry: RegistryHandle, announcer: Announcer, topic: String) -> Self {
+    pub fn new(registry: Registry, announcer: Announcer, topic: String) -> Self {
         Self { registry, announcer, topic }
     }
 
@@ -190,7 +166,7 @@ impl Models {
     }
 
     async fn list_models_page(&self) -> Result<v1::ListModelsResponse, QueryError> {
-        let models = self.registry.get().await?.list_models().await?;
+        let models = self.registry.list_models().await?;
         Ok(v1::ListModelsResponse { models: models.into_iter().map(summary_message).collect() })
     }
 
@@ -199,21 +175,21 @@ impl Models {
         request: v1::ListVersionsRequest,
     ) -> Result<v1::ListVersionsResponse, QueryError> {
         let name = model_name("name", &request.name)?;
-        let versions = self.registry.get().await?.list_versions(&name).await?;
+        let versions = self.registry.list_versions(&name).await?;
         Ok(v1::ListVersionsResponse { versions: versions.into_iter().map(version_message).collect::<Result<_, _>>()? })
     }
 
     async fn get_version(&self, request: v1::GetVersionRequest) -> Result<v1::GetVersionResponse, QueryError> {
         let name = model_name("name", &request.name)?;
         let version = version_number(request.version)?;
-        let version = self.registry.get().await?.get(&name, version).await?;
+        let version = self.registry.get(&name, version).await?;
         Ok(v1::GetVersionResponse { version: Some(version_message(version)?) })
     }
 
     async fn resolve_version(&self, request: v1::ResolveRequest) -> Result<v1::ResolveResponse, QueryError> {
         let name = model_name("name", &request.name)?;
         let selector = selector(&request.selector)?;
-        let version = self.registry.get().await?.resolve(&name, selector).await?;
+        let version = self.registry.resolve(&name, selector).await?;
         Ok(v1::ResolveResponse { version: Some(version_message(version)?) })
     }
 
@@ -228,13 +204,12 @@ impl Models {
         // Who did it is the authenticated principal, never a name in the request.
         let reason = format!("{principal}: {}", reason(&request.reason)?);
         let tenant = tenant(&request.tenant_id)?;
-        let registry = self.registry.get().await?;
         let now = Timestamp::now();
-        let promotion = registry.promote(&name, version, now).await?;
+        let promotion = self.registry.promote(&name, version, now).await?;
         // A promotion by hand carries no champion/challenger figures; the trainer's do.
         let payload = sm_registry::events::promoted(&name, version, promotion.archived, &reason, Default::default());
         let event_id = self.announce(tenant, &name, now, payload).await?;
-        let current = registry.get(&name, version).await?;
+        let current = self.registry.get(&name, version).await?;
         Ok(v1::PromoteResponse {
             version: Some(version_message(current)?),
             archived_version: promotion.archived,
@@ -254,12 +229,11 @@ impl Models {
         // Who did it is the authenticated principal, never a name in the request.
         let reason = format!("{principal}: {}", reason(&request.reason)?);
         let tenant = tenant(&request.tenant_id)?;
-        let registry = self.registry.get().await?;
         let now = Timestamp::now();
-        let change = registry.archive(&name, version, now).await?;
+        let change = self.registry.archive(&name, version, now).await?;
         let payload = sm_registry::events::archived(&name, version, &reason);
         let event_id = self.announce(tenant, &name, now, payload).await?;
-        let current = registry.get(&name, version).await?;
+        let current = self.registry.get(&name, version).await?;
         Ok(v1::ArchiveResponse {
             version: Some(version_message(current)?),
             changed: change == Change::Applied,

@@ -21,14 +21,14 @@ use crate::cursor::{AlertPosition, Cursor, CursorError, PredictionFilter};
 use crate::db::PgTimestamp;
 use crate::error::QueryError;
 use crate::metrics::observe;
-use crate::models::{RegistryHandle, model_name, selector};
+use crate::models::{model_name, selector};
 use sm_domain::{QUOTE_MAX_CHARS, Timestamp, quote};
 use sm_identity::TenantScope;
 use sm_models::ai4i::{ProcessSample, ProductType};
 use sm_models::{FailureClassifier, Model, RulRegressor};
 use sm_proto::convert::to_timestamp;
 use sm_proto::v1::{self, prediction_service_server::PredictionService};
-use sm_registry::{ArtifactStore, ModelVersion};
+use sm_registry::{ArtifactStore, ModelVersion, Registry};
 use sm_storage::Pool;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -327,7 +327,7 @@ impl ModelCache {
 pub struct Predictions {
     pool: Pool,
     settings: Arc<QuerySettings>,
-    registry: RegistryHandle,
+    registry: Registry,
     artifacts: ArtifactStore,
     /// A std mutex: held only to look up or insert, never across an await. Two requests
     /// for a model not loaded yet may both load it; the second insert is dropped. A poisoned
@@ -342,7 +342,7 @@ pub struct Predictions {
 const MAX_RESOLVED: usize = 1024;
 
 impl Predictions {
-    pub fn new(pool: Pool, settings: Arc<QuerySettings>, registry: RegistryHandle, artifacts: ArtifactStore) -> Self {
+    pub fn new(pool: Pool, settings: Arc<QuerySettings>, registry: Registry, artifacts: ArtifactStore) -> Self {
         Self {
             pool,
             settings,
@@ -366,7 +366,7 @@ impl Predictions {
                 return Ok(version.clone());
             }
         }
-        let version = self.registry.get().await?.resolve(name, selector).await?;
+        let version = self.registry.resolve(name, selector).await?;
         if !ttl.is_zero() {
             let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
             if resolved.len() >= MAX_RESOLVED {

@@ -82,7 +82,7 @@ impl Fixture {
         // The alert feed follows these; they exist in any deployment (the agents create them).
         sm_kafka::ensure_topics(&kafka, &[(topics::ANOMALIES, false), (topics::DRIFT, false)]).await.unwrap();
 
-        let server = common::Server::start(&config, pool.clone()).await;
+        let server = common::Server::start(&config, &guard).await;
         Self { stack, pool, server, _schema: guard }
     }
 

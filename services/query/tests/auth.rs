@@ -41,7 +41,7 @@ struct Fixture {
     pool: Pool,
     server: common::Server,
     stop_projection: Option<tokio::sync::oneshot::Sender<()>>,
-    _schema: ScratchSchema,
+    schema: ScratchSchema,
 }
 
 impl Fixture {
@@ -88,8 +88,8 @@ impl Fixture {
             auth: sm_query::auth::AuthConfig { identity_topic, ..common::auth(&stack) },
         };
         config.validate().unwrap();
-        let server = common::Server::start(&config, pool.clone()).await;
-        let fixture = Self { stack, config, pool, server, stop_projection: Some(stop_projection), _schema: schema };
+        let server = common::Server::start(&config, &schema).await;
+        let fixture = Self { stack, config, pool, server, stop_projection: Some(stop_projection), schema };
         fixture.insert_tenant_data().await;
         fixture
     }
@@ -456,7 +456,7 @@ async fn a_revoked_key_is_refused_within_five_seconds_without_a_restart() {
 
     // Revoked through a second instance on the same projection: the first only sees the
     // projection change (its cached copy ages out), as every other instance would.
-    let other = common::Server::start(&fixture.config, fixture.pool.clone()).await;
+    let other = common::Server::start(&fixture.config, &fixture.schema).await;
     let key_id = key.split('_').nth(1).unwrap().to_owned();
     let revoked_at = Instant::now();
     KeyServiceClient::new(other.channel().await)
@@ -489,7 +489,6 @@ async fn a_revoked_key_is_refused_within_five_seconds_without_a_restart() {
 /// them are of another tenant.
 async fn count(client: &mut deadpool_postgres::Object, tenant: Option<&str>, table: &str) -> (i64, i64) {
     let tx = client.transaction().await.unwrap();
-    tx.execute("SELECT set_config('role', 'sm_reader', true)", &[]).await.unwrap();
     if let Some(tenant) = tenant {
         tx.execute("SELECT set_config('sm.tenant_id', $1, true)", &[&tenant]).await.unwrap();
     }
@@ -506,7 +505,15 @@ async fn count(client: &mut deadpool_postgres::Object, tenant: Option<&str>, tab
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_level_security_shows_the_query_role_only_its_tenants_rows() {
     let fixture = Fixture::start().await;
-    let mut client = fixture.pool.get().await.unwrap();
+    // Logged in as the query service is (sm_query), with no SET ROLE: the login role itself
+    // is subject to the policies.
+    let query_role = sm_storage::connect(&PostgresConfig {
+        url: Secret(fixture.schema.query_url.clone()),
+        pool_size: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut client = query_role.get().await.unwrap();
     // Every tenant table, as the query role: nothing with no tenant set, acme's rows only
     // with acme set (queries with no WHERE tenant_id at all), everything with `*`.
     let tables = sm_projector::schema::TENANT_TABLES.iter().chain(["sensors", "readings_1m", "readings_1h"].iter());
@@ -521,9 +528,7 @@ async fn row_level_security_shows_the_query_role_only_its_tenants_rows() {
     }
     // The owner wrote both tenants' assets; acme's role sees its one.
     let tx = client.transaction().await.unwrap();
-    tx.execute("SELECT set_config('role', 'sm_reader', true), set_config('sm.tenant_id', 'acme', true)", &[])
-        .await
-        .unwrap();
+    tx.execute("SELECT set_config('sm.tenant_id', 'acme', true)", &[]).await.unwrap();
     let ids: Vec<String> =
         tx.query("SELECT asset_id FROM assets", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, [ACME_ASSET]);
@@ -534,7 +539,57 @@ async fn row_level_security_shows_the_query_role_only_its_tenants_rows() {
     let after: Option<String> =
         client.query_one("SELECT nullif(current_setting('sm.tenant_id', true), '')", &[]).await.unwrap().get(0);
     assert_eq!(after, None);
+    // Nor may it write a projection or change the schema: that is the owner's.
+    for statement in [
+        "DELETE FROM assets",
+        "UPDATE api_keys SET revoked_at = NULL",
+        "ALTER TABLE readings DISABLE ROW LEVEL SECURITY",
+        "CREATE TABLE query_role_scratch (x int)",
+    ] {
+        let error = client.batch_execute(statement).await.expect_err(statement);
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{statement}: {error}"
+        );
+    }
     let _ = &fixture.stack;
     drop(client);
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_logged_in_as_the_owner_is_not_ready_and_says_why() {
+    let fixture = Fixture::start().await;
+    // The owner's pool (the fixture's), which row-level security does not apply to.
+    let server = sm_query::QueryServer::new(&fixture.config, fixture.pool.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let health = sm_telemetry::Health::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let health = health.clone();
+        async move {
+            server
+                .serve(listener, health, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap()
+        }
+    });
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut probe = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = probe
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing);
+    let report = health.report();
+    assert!(report.contains("row-level security does not apply") && report.contains("sm_query"), "{report}");
+    let _ = stop.send(());
+    task.await.unwrap();
     fixture.stop().await;
 }

@@ -67,7 +67,7 @@ impl Fixture {
         let registry = Registry::open(pool.clone()).await.unwrap();
         let store = config.artifacts.build().unwrap();
 
-        let server = common::Server::start(&config, pool).await;
+        let server = common::Server::start(&config, &schema).await;
         Self { stack, registry, store, models_topic, server, _artifacts: artifacts, _schema: schema }
     }
 

@@ -75,7 +75,7 @@ impl Fixture {
         let registry = Registry::open(pool.clone()).await.unwrap();
         let store = config.artifacts.build().unwrap();
 
-        let server = common::Server::start(&config, pool.clone()).await;
+        let server = common::Server::start(&config, &schema).await;
         Self { pool, registry, store, artifacts, server, _schema: schema }
     }
 

@@ -103,7 +103,7 @@ impl Fixture {
         }
         sm_kafka::ensure_topics(&kafka, &[(&assets_topic, true)]).await.unwrap();
 
-        let server = common::Server::start(&config, pool.clone()).await;
+        let server = common::Server::start(&config, &guard).await;
         Self { stack, pool, flavor, assets_topic, server, _schema: guard }
     }
 

@@ -59,8 +59,23 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves `config` over `pool` until [`Server::stop`].
-    pub async fn start(config: &sm_query::QueryConfig, pool: sm_storage::Pool) -> Self {
+    /// Serves `config` from `schema` until [`Server::stop`], as deployed: the owner applies
+    /// the projector's and the registry's migrations (again, if the fixture did), and the
+    /// server logs in as `sm_query`, which owns nothing and reads under row-level security.
+    pub async fn start(config: &sm_query::QueryConfig, schema: &sm_testkit::postgres::ScratchSchema) -> Self {
+        let owner = sm_storage::connect(&sm_storage::PostgresConfig {
+            url: sm_telemetry::Secret(schema.url.clone()),
+            pool_size: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        sm_storage::migrate(&owner, sm_projector::schema::COMPONENT, sm_projector::schema::MIGRATIONS).await.unwrap();
+        sm_storage::migrate(&owner, sm_registry::schema::COMPONENT, sm_registry::MIGRATIONS).await.unwrap();
+        let pool = sm_storage::connect(&sm_storage::PostgresConfig {
+            url: sm_telemetry::Secret(schema.query_url.clone()),
+            ..config.postgres.clone()
+        })
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let key = config.auth.bootstrap_key.0.clone();
