@@ -546,6 +546,105 @@ fn postgres_creates_the_query_roles_everywhere() {
     }
 }
 
+/// deploy/k8s-secured, the k8s/ stack with Kafka secured: every service over SASL_SSL as the
+/// principal of deploy/kafka/access named after it, its password from the Secret the access
+/// sidecar applies; the broker's only reachable listener SASL_SSL under StandardAuthorizer;
+/// the sidecar's ConfigMap the same text as the access file and KafkaAccess.java.
+#[test]
+fn the_secured_kubernetes_overlay_gives_every_service_its_kafka_principal() {
+    let dir = root().join("deploy/k8s-secured");
+    let read = |file: &str| -> Vec<Yaml> {
+        let text_of_file = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        serde_yaml::Deserializer::from_str(&text_of_file)
+            .map(|d| <Yaml as serde::Deserialize>::deserialize(d).unwrap())
+            .collect()
+    };
+    let kustomization = &read("kustomization.yaml")[0];
+    let listed = |key: &str| -> Vec<String> {
+        kustomization[key]
+            .as_sequence()
+            .map(|v| v.iter().map(|e| if e.is_string() { text(e) } else { text(&e["path"]) }).collect())
+            .unwrap_or_default()
+    };
+    assert!(listed("resources").contains(&"../../k8s".to_owned()), "the overlay builds on k8s/");
+    let patches = listed("patches");
+    let access = std::fs::read_to_string(root().join("deploy/kafka/access")).unwrap();
+    let principals: Vec<&str> = access
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let env_of = |container: &Yaml| -> HashMap<String, Yaml> {
+        container["env"].as_sequence().unwrap().iter().map(|e| (text(&e["name"]), e.clone())).collect()
+    };
+
+    // The broker: SASL_SSL is the one listener off the loopback.
+    let kafka = read("kafka.yaml");
+    assert!(patches.contains(&"kafka.yaml".to_owned()), "kustomization.yaml does not patch the broker");
+    let statefulset = kafka.iter().find(|m| text(&m["kind"]) == "StatefulSet").unwrap();
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_sequence().unwrap();
+    let broker = env_of(containers.iter().find(|c| text(&c["name"]) == "kafka").unwrap());
+    let value = |env: &HashMap<String, Yaml>, name: &str| env.get(name).map(|e| text(&e["value"])).unwrap_or_default();
+    let listeners = value(&broker, "KAFKA_LISTENERS");
+    for listener in listeners.split(',') {
+        assert!(
+            listener.starts_with("SASL_SSL://:") || listener.contains("://127.0.0.1:"),
+            "deploy/k8s-secured/kafka.yaml: {listener} is reachable from other pods without SASL_SSL"
+        );
+    }
+    let secure_port = listeners.split(',').find_map(|l| l.strip_prefix("SASL_SSL://:")).expect("a SASL_SSL listener");
+    assert_eq!(
+        value(&broker, "KAFKA_AUTHORIZER_CLASS_NAME"),
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    );
+    assert_eq!(value(&broker, "KAFKA_SASL_ENABLED_MECHANISMS"), "SCRAM-SHA-512");
+    let sidecar = containers.iter().find(|c| text(&c["name"]) == "access").expect("the access sidecar");
+    let command: String = sidecar["command"].as_sequence().unwrap().iter().map(text).collect::<Vec<_>>().join(" ");
+    assert!(command.contains("KafkaAccess.java 127.0.0.1:9092"), "the sidecar applies the access file: {command}");
+
+    // Its ConfigMap: the same files.
+    let config_map = &read("kafka-access.yaml")[0];
+    assert_eq!(text(&config_map["data"]["access"]), access, "kafka-access.yaml differs from deploy/kafka/access");
+    let program = std::fs::read_to_string(root().join("deploy/local/KafkaAccess.java")).unwrap();
+    assert_eq!(
+        text(&config_map["data"]["KafkaAccess.java"]),
+        program,
+        "kafka-access.yaml differs from KafkaAccess.java"
+    );
+
+    // Every service: its own principal, over SASL_SSL, to that port.
+    let manifests = k8s_manifests();
+    for service in services() {
+        let file = format!("{}.yaml", service.binary);
+        assert!(patches.contains(&file), "kustomization.yaml does not patch {}", service.binary);
+        let patch = &read(&file)[0];
+        let container = patch["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|c| text(&c["name"]) == service.binary)
+            .unwrap_or_else(|| panic!("{file}: no container {}", service.binary));
+        let env = env_of(container);
+        let place = format!("deploy/k8s-secured/{file}");
+        assert_eq!(value(&env, "SM_KAFKA__BOOTSTRAP_SERVERS"), format!("kafka:{secure_port}"), "{place}");
+        assert_eq!(value(&env, "SM_KAFKA__SECURITY_PROTOCOL"), "sasl_ssl", "{place}");
+        assert_eq!(value(&env, "SM_KAFKA__SASL_MECHANISM"), "SCRAM-SHA-512", "{place}");
+        let username = value(&env, "SM_KAFKA__SASL_USERNAME");
+        assert_eq!(username, service.binary, "{place}: its own principal");
+        assert!(
+            principals.contains(&username.as_str()),
+            "{place}: {username} is not a principal of deploy/kafka/access"
+        );
+        let password = &env.get("SM_KAFKA__SASL_PASSWORD").unwrap_or_else(|| panic!("{place}: no password"))["valueFrom"]
+            ["secretKeyRef"];
+        assert_eq!((text(&password["name"]), text(&password["key"])), ("kafka-principals".to_owned(), username));
+        assert!(!value(&env, "SM_KAFKA__SSL_CA_LOCATION").is_empty(), "{place}: no CA for the broker's certificate");
+        let (_, base) = workload_running(&manifests, service.binary);
+        assert_eq!(text(&patch["kind"]), text(&base["kind"]), "{place}: patches a {}", text(&base["kind"]));
+    }
+}
+
 #[test]
 fn the_image_holds_every_service_binary() {
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
