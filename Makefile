@@ -28,7 +28,8 @@ lint:
 
 ## Benchmarks (they print figures and ratios against a baseline measured in the same run):
 ## runtime and ingestion throughput, projection writer vs COPY, publish-to-projection latency,
-## ListReadings under 32 concurrent clients, the prediction agent, Predict latency.
+## ListReadings under 32 concurrent clients, the prediction agent, Predict latency, the audit log's
+## Merkle tree, the scheduling optimiser against greedy and the proven optimum.
 bench:
 	$(STACK) up
 	cargo build --release --bins
@@ -44,6 +45,7 @@ bench:
 	cargo bench -p sm-prediction --bench agent
 	cargo bench -p sm-query --bench predict
 	cargo bench -p sm-audit --bench merkle
+	cargo bench -p sm-planner --bench planner
 
 stack-up:
 	$(STACK) up

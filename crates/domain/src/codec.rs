@@ -51,6 +51,18 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     SchemaFile::new("failure_predicted", 1, include_str!("../../../schemas/failure_predicted/v1.avsc")),
     SchemaFile::new("api_key_created", 1, include_str!("../../../schemas/api_key_created/v1.avsc")),
     SchemaFile::new("api_key_revoked", 1, include_str!("../../../schemas/api_key_revoked/v1.avsc")),
+    SchemaFile::new("work_order_proposed", 1, include_str!("../../../schemas/work_order_proposed/v1.avsc")),
+    SchemaFile::new("work_order_updated", 1, include_str!("../../../schemas/work_order_updated/v1.avsc")),
+    SchemaFile::new("work_order_approved", 1, include_str!("../../../schemas/work_order_approved/v1.avsc")),
+    SchemaFile::new("work_order_rejected", 1, include_str!("../../../schemas/work_order_rejected/v1.avsc")),
+    SchemaFile::new("work_order_deferred", 1, include_str!("../../../schemas/work_order_deferred/v1.avsc")),
+    SchemaFile::new("work_order_scheduled", 1, include_str!("../../../schemas/work_order_scheduled/v1.avsc")),
+    SchemaFile::new("work_order_rescheduled", 1, include_str!("../../../schemas/work_order_rescheduled/v1.avsc")),
+    SchemaFile::new("work_order_started", 1, include_str!("../../../schemas/work_order_started/v1.avsc")),
+    SchemaFile::new("work_order_completed", 1, include_str!("../../../schemas/work_order_completed/v1.avsc")),
+    SchemaFile::new("work_order_cancelled", 1, include_str!("../../../schemas/work_order_cancelled/v1.avsc")),
+    SchemaFile::new("work_order_superseded", 1, include_str!("../../../schemas/work_order_superseded/v1.avsc")),
+    SchemaFile::new("command_rejected", 1, include_str!("../../../schemas/command_rejected/v1.avsc")),
 ];
 
 /// The folder holding the envelope header schema.

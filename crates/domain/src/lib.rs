@@ -29,6 +29,7 @@ pub mod text;
 pub mod time;
 pub mod topics;
 pub mod units;
+pub mod work_orders;
 
 pub use alerts::{AlertEvent, AnomalyDetected, Contribution, DriftDetected, ModelRetrainRequested, SensorStale};
 pub use codec::{Codec, CodecError, EmbeddedRegistry, SchemaId, SchemaRegistry};
