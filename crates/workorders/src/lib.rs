@@ -12,9 +12,11 @@
 //! ([`CommandMeta`]); a request id the order has already applied yields no events, so a
 //! retried command is applied once.
 
+pub mod catalog;
 mod policy;
+pub mod proposals;
 
-pub use policy::ApprovalPolicy;
+pub use policy::{ApprovalPolicy, AutoApprove};
 
 use sm_domain::Timestamp;
 use sm_domain::work_orders::*;
