@@ -125,15 +125,7 @@ pub enum AlertEvent {
 
 impl Decode for AlertEvent {
     fn decode(codec: &Codec, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<Self>, CodecError> {
-        fn wrap<T: DomainEvent>(
-            codec: &Codec,
-            bytes: &[u8],
-            content_type: Option<&str>,
-            variant: fn(T) -> AlertEvent,
-        ) -> Result<Envelope<AlertEvent>, CodecError> {
-            let event = codec.decode::<T>(bytes, content_type)?;
-            Ok(Envelope { header: event.header, payload: variant(event.payload) })
-        }
+        use crate::events::decode_variant as wrap;
         const EXPECTED: &str = "an anomaly or drift event";
         match codec.subject_of(bytes, content_type, EXPECTED)? {
             AnomalyDetected::SCHEMA => wrap(codec, bytes, content_type, AlertEvent::Anomaly),

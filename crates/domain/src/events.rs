@@ -1,7 +1,7 @@
 //! Event payloads. Each mirrors one schema folder under `schemas/`; the codec tests fail if a
 //! field here and the schema drift apart.
 
-use crate::{AssetId, Envelope, TenantId, Timestamp};
+use crate::{AssetId, Codec, CodecError, Envelope, TenantId, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,18 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
     fn from_json(_bytes: &[u8]) -> Option<Result<Envelope<Self>, String>> {
         None
     }
+}
+
+/// Decodes `bytes` as `T` and wraps the payload as `variant`: how each enum of a topic's event
+/// types ([`crate::AlertEvent`], [`crate::ModelEvent`], ...) decodes the type its schema names.
+pub(crate) fn decode_variant<T: DomainEvent, E>(
+    codec: &Codec,
+    bytes: &[u8],
+    content_type: Option<&str>,
+    variant: fn(T) -> E,
+) -> Result<Envelope<E>, CodecError> {
+    let event = codec.decode::<T>(bytes, content_type)?;
+    Ok(Envelope { header: event.header, payload: variant(event.payload) })
 }
 
 /// What a consumer can read from a topic: one event type (every [`DomainEvent`]), or a set

@@ -45,15 +45,7 @@ pub enum IdentityEvent {
 
 impl Decode for IdentityEvent {
     fn decode(codec: &Codec, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<Self>, CodecError> {
-        fn wrap<T: DomainEvent>(
-            codec: &Codec,
-            bytes: &[u8],
-            content_type: Option<&str>,
-            variant: fn(T) -> IdentityEvent,
-        ) -> Result<Envelope<IdentityEvent>, CodecError> {
-            let event = codec.decode::<T>(bytes, content_type)?;
-            Ok(Envelope { header: event.header, payload: variant(event.payload) })
-        }
+        use crate::events::decode_variant as wrap;
         const EXPECTED: &str = "an API key event";
         match codec.subject_of(bytes, content_type, EXPECTED)? {
             ApiKeyCreated::SCHEMA => wrap(codec, bytes, content_type, IdentityEvent::Created),

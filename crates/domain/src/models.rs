@@ -74,15 +74,7 @@ pub enum ModelEvent {
 
 impl Decode for ModelEvent {
     fn decode(codec: &Codec, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<Self>, CodecError> {
-        fn wrap<T: DomainEvent>(
-            codec: &Codec,
-            bytes: &[u8],
-            content_type: Option<&str>,
-            variant: fn(T) -> ModelEvent,
-        ) -> Result<Envelope<ModelEvent>, CodecError> {
-            let event = codec.decode::<T>(bytes, content_type)?;
-            Ok(Envelope { header: event.header, payload: variant(event.payload) })
-        }
+        use crate::events::decode_variant as wrap;
         const EXPECTED: &str = "a model registry event";
         match codec.subject_of(bytes, content_type, EXPECTED)? {
             ModelRegistered::SCHEMA => wrap(codec, bytes, content_type, ModelEvent::Registered),

@@ -276,15 +276,7 @@ impl WorkOrderEvent {
 
 impl Decode for WorkOrderEvent {
     fn decode(codec: &Codec, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<Self>, CodecError> {
-        fn wrap<T: DomainEvent>(
-            codec: &Codec,
-            bytes: &[u8],
-            content_type: Option<&str>,
-            variant: fn(T) -> WorkOrderEvent,
-        ) -> Result<Envelope<WorkOrderEvent>, CodecError> {
-            let event = codec.decode::<T>(bytes, content_type)?;
-            Ok(Envelope { header: event.header, payload: variant(event.payload) })
-        }
+        use crate::events::decode_variant as wrap;
         const EXPECTED: &str = "a work-order event";
         match codec.subject_of(bytes, content_type, EXPECTED)? {
             WorkOrderProposed::SCHEMA => wrap(codec, bytes, content_type, WorkOrderEvent::Proposed),

@@ -73,6 +73,12 @@ pub struct Booking {
     pub fixed: bool,
 }
 
+impl Booking {
+    fn of(technician_id: &str, start: Timestamp, end: Timestamp, plan_version: i64, late: bool, fixed: bool) -> Self {
+        Self { technician_id: technician_id.to_owned(), start, end, plan_version, late, fixed }
+    }
+}
+
 /// Who sends a command, its idempotency key and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandMeta {
@@ -302,25 +308,11 @@ impl WorkOrder {
             }
             WorkOrderEvent::Scheduled(e) => {
                 order.status = Status::Scheduled;
-                order.booking = Some(Booking {
-                    technician_id: e.technician_id.clone(),
-                    start: e.start,
-                    end: e.end,
-                    plan_version: e.plan_version,
-                    late: e.late,
-                    fixed: e.fixed,
-                });
+                order.booking = Some(Booking::of(&e.technician_id, e.start, e.end, e.plan_version, e.late, e.fixed));
             }
             WorkOrderEvent::Rescheduled(e) => {
                 order.status = Status::Scheduled;
-                order.booking = Some(Booking {
-                    technician_id: e.technician_id.clone(),
-                    start: e.start,
-                    end: e.end,
-                    plan_version: e.plan_version,
-                    late: e.late,
-                    fixed: e.fixed,
-                });
+                order.booking = Some(Booking::of(&e.technician_id, e.start, e.end, e.plan_version, e.late, e.fixed));
             }
             WorkOrderEvent::Started(_) => order.status = Status::InProgress,
             WorkOrderEvent::Completed(e) => {
