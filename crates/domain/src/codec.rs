@@ -63,6 +63,8 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     SchemaFile::new("work_order_cancelled", 1, include_str!("../../../schemas/work_order_cancelled/v1.avsc")),
     SchemaFile::new("work_order_superseded", 1, include_str!("../../../schemas/work_order_superseded/v1.avsc")),
     SchemaFile::new("command_rejected", 1, include_str!("../../../schemas/command_rejected/v1.avsc")),
+    SchemaFile::new("work_order_command", 1, include_str!("../../../schemas/work_order_command/v1.avsc")),
+    SchemaFile::new("technician_registered", 1, include_str!("../../../schemas/technician_registered/v1.avsc")),
 ];
 
 /// The folder holding the envelope header schema.

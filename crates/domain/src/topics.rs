@@ -40,6 +40,24 @@ pub const PREDICTION_STATE: &str = "sm.prediction.state.v1";
 /// a key says whether it is valid).
 pub const IDENTITY: &str = "sm.identity.v1";
 
+/// Work-order events and `CommandRejected`, keyed by work-order id. Kept forever: the
+/// orders' history.
+pub const WORKORDERS: &str = "sm.workorders.v1";
+
+/// Commands for the scheduling agent, keyed by site: people's `WorkOrderCommand`s and the live
+/// predictions its intake forwards. One partition holds a site, so one instance owns its plan.
+pub const COMMANDS: &str = "sm.commands.v1";
+
+/// The technician roster: `TechnicianRegistered`, keyed by technician id (compacted).
+pub const TECHNICIANS: &str = "sm.technicians.v1";
+
+/// The scheduling agent's work orders and site plans, checkpointed with every transaction
+/// (compacted).
+pub const SCHEDULING_STATE: &str = "sm.scheduling.state.v1";
+
+/// Dead letters of the scheduling agent: predictions and commands it could not use.
+pub const SCHEDULING_REJECTED: &str = "sm.scheduling.rejected.v1";
+
 /// Every platform topic, with whether it is compacted; `deploy/local` and the services
 /// create these (never broker auto-creation).
 pub const ALL: &[(&str, bool)] = &[
@@ -58,4 +76,9 @@ pub const ALL: &[(&str, bool)] = &[
     (PREDICTIONS, false),
     (PREDICTION_STATE, true),
     (IDENTITY, true),
+    (WORKORDERS, false),
+    (COMMANDS, false),
+    (TECHNICIANS, true),
+    (SCHEDULING_STATE, true),
+    (SCHEDULING_REJECTED, false),
 ];

@@ -181,6 +181,36 @@ pub struct CommandRejected {
     pub reason: String,
 }
 
+/// What a technician reports with `Complete`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkOrderOutcome {
+    pub actual_minutes: i32,
+    pub notes: String,
+    pub failure_code: FailureCode,
+    pub failure_confirmed: bool,
+    pub parts_used: Vec<String>,
+}
+
+/// A person's command on a work order, on `sm.commands.v1` keyed by the order's site: the
+/// scheduling instance that plans the site owns its orders, so it applies the command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkOrderCommand {
+    /// `Approve`, `Reject`, `Defer`, `Start`, `Complete`, `Cancel` or `Reassign`.
+    pub command: String,
+    pub work_order_id: String,
+    pub site: String,
+    pub principal: String,
+    pub request_id: String,
+    pub reason: String,
+    /// Defer: until when.
+    pub until: Timestamp,
+    /// Reassign: to whom, from when.
+    pub technician_id: String,
+    pub start: Timestamp,
+    /// Complete: what was found and done.
+    pub outcome: Option<WorkOrderOutcome>,
+}
+
 macro_rules! domain_events {
     ($($ty:ident => $schema:literal),* $(,)?) => {
         $(impl DomainEvent for $ty {
@@ -203,6 +233,7 @@ domain_events! {
     WorkOrderCancelled => "work_order_cancelled",
     WorkOrderSuperseded => "work_order_superseded",
     CommandRejected => "command_rejected",
+    WorkOrderCommand => "work_order_command",
 }
 
 /// Any event of a work order's stream.
@@ -292,6 +323,43 @@ impl Decode for WorkOrderEvent {
             WorkOrderSuperseded::SCHEMA => wrap(codec, bytes, content_type, WorkOrderEvent::Superseded),
             other => Err(CodecError::WrongEventType { expected: EXPECTED, found: other }),
         }
+    }
+}
+
+/// What `sm.commands.v1` carries: people's commands, and the live predictions the scheduling
+/// agent's intake forwards there (re-keyed by site) so one instance sees all of a site.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchedulingRequest {
+    Prediction(crate::FailurePredicted),
+    Command(WorkOrderCommand),
+}
+
+impl Decode for SchedulingRequest {
+    fn decode(codec: &Codec, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<Self>, CodecError> {
+        use crate::events::decode_variant as wrap;
+        const EXPECTED: &str = "a work-order command or a forwarded prediction";
+        match codec.subject_of(bytes, content_type, EXPECTED)? {
+            WorkOrderCommand::SCHEMA => wrap(codec, bytes, content_type, SchedulingRequest::Command),
+            crate::FailurePredicted::SCHEMA => wrap(codec, bytes, content_type, SchedulingRequest::Prediction),
+            other => Err(CodecError::WrongEventType { expected: EXPECTED, found: other }),
+        }
+    }
+}
+
+/// What `sm.workorders.v1` carries: the orders' events and the commands refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkOrderRecord {
+    Event(WorkOrderEvent),
+    Rejected(CommandRejected),
+}
+
+impl Decode for WorkOrderRecord {
+    fn decode(codec: &Codec, bytes: &[u8], content_type: Option<&str>) -> Result<Envelope<Self>, CodecError> {
+        if codec.subject_of(bytes, content_type, "a work-order event")? == CommandRejected::SCHEMA {
+            return crate::events::decode_variant(codec, bytes, content_type, WorkOrderRecord::Rejected);
+        }
+        let event = WorkOrderEvent::decode(codec, bytes, content_type)?;
+        Ok(Envelope { header: event.header, payload: WorkOrderRecord::Event(event.payload) })
     }
 }
 

@@ -121,3 +121,91 @@ where
     });
     Ok((loaded, task))
 }
+
+/// A compacted topic followed into memory: each key's latest event (a tombstone removes it).
+/// Every instance of an agent sees the whole table (the roster, the asset registry), unlike
+/// its partitioned inputs. [`Table::version`] moves on with every change, so a handler can
+/// notice one without comparing contents.
+#[derive(Debug)]
+pub struct Table<T> {
+    inner: std::sync::Arc<std::sync::RwLock<TableRows<T>>>,
+}
+
+#[derive(Debug)]
+struct TableRows<T> {
+    rows: std::collections::BTreeMap<String, sm_domain::Envelope<T>>,
+    version: u64,
+}
+
+impl<T> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Self { inner: std::sync::Arc::new(std::sync::RwLock::new(TableRows { rows: Default::default(), version: 0 })) }
+    }
+}
+
+impl<T: sm_domain::Decode + Clone + Send + Sync + 'static> Table<T> {
+    /// Loads `topic` to its end, then keeps following it (see [`follow`]).
+    pub async fn follow(
+        config: &KafkaConfig,
+        topic: &str,
+        group: &str,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), ChangelogError> {
+        let table = Self::default();
+        let following = table.clone();
+        let codec = sm_domain::Codec::embedded().expect("embedded schemas are valid");
+        let name = topic.to_owned();
+        let (_, task) = follow(config, topic, group, move |message| {
+            let Some(key) = message.key().map(|k| String::from_utf8_lossy(k).into_owned()) else { return };
+            match message.payload() {
+                None => following.set(key, None),
+                Some(bytes) => match T::decode(&codec, bytes, None) {
+                    Ok(event) => following.set(key, Some(event)),
+                    Err(error) => tracing::warn!(topic = %name, key, error = %error, "undecodable record ignored"),
+                },
+            }
+        })
+        .await?;
+        Ok((table, task))
+    }
+}
+
+impl<T: Clone> Table<T> {
+    /// Records `key`'s latest event (`None`: deleted).
+    pub fn set(&self, key: String, event: Option<sm_domain::Envelope<T>>) {
+        let mut table = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Some(event) => table.rows.insert(key, event),
+            None => table.rows.remove(&key),
+        };
+        table.version += 1;
+    }
+
+    pub fn get(&self, key: &str) -> Option<sm_domain::Envelope<T>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).rows.get(key).cloned()
+    }
+
+    /// Every row that `keep` keeps, in key order.
+    pub fn select(&self, mut keep: impl FnMut(&sm_domain::Envelope<T>) -> bool) -> Vec<sm_domain::Envelope<T>> {
+        let table = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        table.rows.values().filter(|row| keep(row)).cloned().collect()
+    }
+
+    /// Changes applied so far.
+    pub fn version(&self) -> u64 {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).version
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

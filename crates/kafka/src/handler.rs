@@ -55,6 +55,15 @@ pub trait Handler: Send + 'static {
     /// The open transaction was abandoned (its inputs come again): forget what it changed.
     fn rolled_back(&mut self) {}
 
+    /// Partitions (topic, partition) this instance now owns, before any of their records is
+    /// handled. For work a handler does on its own (in [`Handler::tick`]) for what a
+    /// partition holds: only the owner may do it.
+    fn assigned(&mut self, _partitions: &[(String, i32)]) {}
+
+    /// Partitions this instance no longer owns; their next owner takes over from the
+    /// committed offsets and state.
+    fn revoked(&mut self, _partitions: &[(String, i32)]) {}
+
     /// How often [`Handler::tick`] runs; `None`: never. For what depends on wall-clock time
     /// rather than on inputs (a sensor that went silent).
     fn tick_interval(&self) -> Option<Duration> {
@@ -169,12 +178,18 @@ impl Outputs {
 
     /// Adds an event about the input's asset.
     pub fn push<T: DomainEvent>(&mut self, topic: &'static str, payload: T) {
-        self.items.push((topic, Box::new(Pending { payload, asset_id: None, origin: None })));
+        self.items.push((topic, Box::new(Pending { payload, asset_id: None, origin: None, key: None })));
+    }
+
+    /// Adds an event about the input's asset, keyed by `key` instead of the asset id: for a
+    /// topic partitioned by something else (the site, on `sm.commands.v1`).
+    pub fn push_keyed<T: DomainEvent>(&mut self, topic: &'static str, key: String, payload: T) {
+        self.items.push((topic, Box::new(Pending { payload, asset_id: None, origin: None, key: Some(key) })));
     }
 
     /// Adds an event about another asset than the input's.
     pub fn push_for_asset<T: DomainEvent>(&mut self, topic: &'static str, asset_id: AssetId, payload: T) {
-        self.items.push((topic, Box::new(Pending { payload, asset_id: Some(asset_id), origin: None })));
+        self.items.push((topic, Box::new(Pending { payload, asset_id: Some(asset_id), origin: None, key: None })));
     }
 
     /// Adds an event that no input caused (from [`Handler::tick`]): it starts its own causal
@@ -188,11 +203,25 @@ impl Outputs {
         payload: T,
     ) {
         let origin = Some((tenant_id, occurred_at));
-        self.items.push((topic, Box::new(Pending { payload, asset_id: Some(asset_id), origin })));
+        self.items.push((topic, Box::new(Pending { payload, asset_id: Some(asset_id), origin, key: None })));
     }
 
     pub fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// Every output as the runtime would write it, `(topic, key, bytes)`, caused by `cause`
+    /// (`None`: origin events only): for testing a handler without a broker.
+    pub fn encode_all(
+        &self,
+        cause: Option<&EnvelopeHeader>,
+        producer: &str,
+        codec: &Codec,
+    ) -> Result<Vec<(&'static str, String, Vec<u8>)>, CodecError> {
+        self.items
+            .iter()
+            .map(|(topic, pending)| pending.encode(cause, producer, codec).map(|(key, bytes)| (*topic, key.0, bytes)))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -203,7 +232,7 @@ impl Outputs {
 /// A payload waiting for its envelope; erases the event type so one output list can hold
 /// several.
 pub(crate) trait PendingOutput: Send {
-    /// Key and encoded bytes of the event caused by `cause` (`None` only for origin events).
+    /// Kafka key (the asset id unless overridden) and encoded bytes of the event caused by `cause` (`None` only for origin events).
     fn encode(
         &self,
         cause: Option<&EnvelopeHeader>,
@@ -217,6 +246,8 @@ struct Pending<T> {
     asset_id: Option<AssetId>,
     /// Tenant and event time of an event no input caused.
     origin: Option<(TenantId, Timestamp)>,
+    /// The Kafka key, when it is not the asset id.
+    key: Option<String>,
 }
 
 impl<T: DomainEvent> PendingOutput for Pending<T> {
@@ -243,7 +274,7 @@ impl<T: DomainEvent> PendingOutput for Pending<T> {
         // Serialising from a borrowed payload keeps retries and re-encodes allocation-free.
         let event = EnvelopeRef { header: &header, payload: &self.payload };
         let bytes = codec.encode_ref::<T, _>(&event)?;
-        Ok((header.asset_id, bytes))
+        Ok((self.key.clone().map(AssetId).unwrap_or(header.asset_id), bytes))
     }
 }
 

@@ -1042,6 +1042,9 @@ impl<C: CommitterKind> Worker<'_, C> {
         C: Committer<H>,
     {
         let revoked = std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(|e| e.into_inner()));
+        if !revoked.is_empty() {
+            handler.revoked(&revoked.iter().map(|(partition, _)| partition.clone()).collect::<Vec<_>>());
+        }
         for (partition, _) in &revoked {
             self.skip_below.remove(partition);
             self.unproducible.retain(|(t, p, _), _| !(*p == partition.1 && *t == partition.0));
@@ -1067,6 +1070,9 @@ impl<C: CommitterKind> Worker<'_, C> {
         C: Committer<H>,
     {
         let assigned = std::mem::take(&mut *consumer.context().assigned.lock().unwrap_or_else(|e| e.into_inner()));
+        if !assigned.is_empty() {
+            handler.assigned(&assigned);
+        }
         if C::IS_TRANSACTIONAL {
             // Kafka's committed offsets already are the start positions. The handler's state
             // is (re)loaded: at start, and after a rebalance, when another instance may have

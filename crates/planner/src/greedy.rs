@@ -15,15 +15,18 @@ impl Planner for Greedy {
 
     fn plan(&self, instance: &Instance, _limits: Limits) -> Plan {
         let mut plan = Plan::empty(instance);
-        let mut timelines = Timelines::new(instance);
         for (index, order) in instance.orders.iter().enumerate() {
-            if let Some(pinned) = order.pinned {
-                timelines.book(instance, order, pinned);
-                plan.assignments[index] = Some(pinned);
-            }
+            plan.assignments[index] = order.pinned;
         }
-        let mut queue: Vec<usize> =
-            (0..instance.orders.len()).filter(|i| instance.orders[*i].pinned.is_none()).collect();
+        Self::extend(instance, plan)
+    }
+}
+
+impl Greedy {
+    /// `plan`'s bookings kept, and every order it leaves out added the greedy way.
+    pub fn extend(instance: &Instance, mut plan: Plan) -> Plan {
+        let mut timelines = Timelines::of(instance, &plan);
+        let mut queue: Vec<usize> = (0..instance.orders.len()).filter(|i| plan.assignments[*i].is_none()).collect();
         queue.sort_by_key(|i| {
             let order = &instance.orders[*i];
             (order.deadline, -order.priority, order.id.clone())
@@ -35,6 +38,16 @@ impl Planner for Greedy {
             }
         }
         plan
+    }
+
+    /// The previous plan where orders had one, new orders added greedily: where a re-plan
+    /// that changes little should start. None when no order had a previous booking.
+    pub fn from_previous(instance: &Instance) -> Option<Plan> {
+        if instance.orders.iter().all(|o| o.previous.is_none()) {
+            return None;
+        }
+        let assignments = instance.orders.iter().map(|o| o.pinned.or(o.previous)).collect();
+        Some(Self::extend(instance, Plan { assignments }))
     }
 }
 

@@ -52,6 +52,15 @@ impl Lns {
         let started = Instant::now();
         let mut plan = Greedy.plan(instance, limits);
         let mut cost = score(instance, &plan).cost();
+        // A re-plan starts from the previous plan when it still holds and is no worse: what
+        // did not need to move stays put.
+        if let Some(previous) = Greedy::from_previous(instance)
+            && crate::verify(instance, &previous).is_empty()
+            && score(instance, &previous).cost() <= cost
+        {
+            cost = score(instance, &previous).cost();
+            plan = previous;
+        }
         let mut run = Run::default();
         let movable: Vec<usize> = (0..instance.orders.len()).filter(|o| instance.orders[*o].pinned.is_none()).collect();
         if movable.is_empty() {

@@ -15,6 +15,8 @@
 pub mod catalog;
 mod policy;
 pub mod proposals;
+pub mod roster;
+pub mod site_plan;
 
 pub use policy::{ApprovalPolicy, AutoApprove};
 
@@ -23,7 +25,7 @@ use sm_domain::work_orders::*;
 use std::collections::BTreeSet;
 
 /// Where a work order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     Proposed,
     Deferred,
@@ -62,7 +64,7 @@ impl Status {
 }
 
 /// A booking of the work into a technician's time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Booking {
     pub technician_id: String,
     pub start: Timestamp,
@@ -105,6 +107,8 @@ pub enum Command {
     Propose(Box<WorkOrderProposed>),
     /// New evidence for the open order: deadline, priority, confidence and the events behind.
     Update {
+        /// The open order (of the asset and failure mode) the evidence is for.
+        work_order_id: String,
         deadline: Timestamp,
         priority: i32,
         confidence: f64,
@@ -156,6 +160,15 @@ impl Command {
             Self::Complete { .. } => "Complete",
             Self::Cancel { .. } => "Cancel",
             Self::Supersede { .. } => "Supersede",
+        }
+    }
+
+    /// The order a command opens or updates (the others name theirs beside the command).
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Self::Propose(p) => Some(&p.work_order_id),
+            Self::Update { work_order_id, .. } => Some(work_order_id),
+            _ => None,
         }
     }
 
@@ -232,13 +245,17 @@ impl Refusal {
 }
 
 /// A work order as its events made it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkOrder {
     pub id: String,
     pub asset_id: String,
     pub asset_type: String,
     pub site: String,
     pub failure_mode: String,
+    pub required_skills: Vec<SkillRequirement>,
+    pub estimated_minutes: i32,
+    /// Not to be planned before.
+    pub ready_at: Timestamp,
     pub status: Status,
     pub deadline: Timestamp,
     pub priority: i32,
@@ -268,6 +285,9 @@ impl WorkOrder {
                     asset_type: p.asset_type.clone(),
                     site: p.site.clone(),
                     failure_mode: p.failure_mode.clone(),
+                    required_skills: p.required_skills.clone(),
+                    estimated_minutes: p.estimated_minutes,
+                    ready_at: p.ready_at,
                     status: Status::Proposed,
                     deadline: p.deadline,
                     priority: p.priority,

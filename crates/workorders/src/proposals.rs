@@ -51,6 +51,7 @@ pub fn commands_for<'o>(
                     continue;
                 }
                 commands.push(Command::Update {
+                    work_order_id: order.id.clone(),
                     deadline,
                     priority,
                     confidence,

@@ -223,6 +223,7 @@ fn work_in_progress_is_not_moved_or_cancelled_and_completes_with_its_outcome() {
     assert_eq!((completed.actual_minutes, completed.failure_code.cause.as_str()), (100, "lubrication"));
     // Closed: no new evidence, no approval.
     let update = Command::Update {
+        work_order_id: "wo-1".into(),
         deadline: NOW,
         priority: 90,
         confidence: 0.9,
@@ -235,6 +236,7 @@ fn work_in_progress_is_not_moved_or_cancelled_and_completes_with_its_outcome() {
 #[test]
 fn later_evidence_updates_the_deadline_and_extends_the_evidence() {
     let update = Command::Update {
+        work_order_id: "wo-1".into(),
         deadline: Timestamp(NOW.0 + 30 * HOUR),
         priority: 80,
         confidence: 0.7,

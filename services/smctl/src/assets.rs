@@ -57,36 +57,51 @@ pub async fn apply(config: &KafkaConfig, args: ApplyArgs) -> anyhow::Result<()> 
 }
 
 /// Publishes one `AssetRegistered` per asset of `fleet` and waits until the broker has
-/// acknowledged every one. All are queued before the first wait, so they travel together.
+/// acknowledged every one.
 pub async fn register(config: &KafkaConfig, fleet: &Fleet, tenant: &TenantId) -> anyhow::Result<Vec<Registered>> {
-    let codec = Codec::embedded().context("loading schemas")?;
-    let producer: FutureProducer =
-        config.idempotent_producer_config().create().context("creating the registry producer")?;
-    let mut pending = Vec::with_capacity(fleet.assets.len());
-    for asset in &fleet.assets {
+    let events = fleet.assets.iter().map(|asset| {
         let event =
             Envelope::origin(tenant.clone(), asset.id.clone(), Timestamp::now(), PRODUCER, asset.registration());
-        let bytes = codec.encode(&event).with_context(|| format!("encoding the registration of {}", asset.id))?;
-        let record = FutureRecord::to(topics::ASSETS).key(asset.id.as_str()).payload(&bytes);
+        (asset.id.to_string(), event)
+    });
+    let landed = publish_events(config, topics::ASSETS, events).await?;
+    Ok(landed
+        .into_iter()
+        .map(|(key, partition, offset)| Registered { asset_id: AssetId(key), partition, offset })
+        .collect())
+}
+
+/// Publishes `events` to `topic`, each keyed by its key, and waits until the broker has
+/// acknowledged every one; returns where each landed (key, partition, offset). All are queued
+/// before the first wait, so they travel together.
+pub async fn publish_events<T: sm_domain::DomainEvent>(
+    config: &KafkaConfig,
+    topic: &str,
+    events: impl IntoIterator<Item = (String, Envelope<T>)>,
+) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    let codec = Codec::embedded().context("loading schemas")?;
+    let producer: FutureProducer = config.idempotent_producer_config().create().context("creating the producer")?;
+    let mut pending = Vec::new();
+    for (key, event) in events {
+        let bytes = codec.encode(&event).with_context(|| format!("encoding the event of {key}"))?;
+        let record = FutureRecord::to(topic).key(key.as_str()).payload(&bytes);
         let delivery = producer
             .send_result(record)
             .map_err(|(error, _)| error)
-            .with_context(|| format!("queueing the registration of {}", asset.id))?;
-        pending.push((asset.id.clone(), delivery));
+            .with_context(|| format!("queueing the event of {key}"))?;
+        pending.push((key, delivery));
     }
-    let mut registered = Vec::with_capacity(pending.len());
-    for (asset_id, delivery) in pending {
+    let mut landed = Vec::with_capacity(pending.len());
+    for (key, delivery) in pending {
         let delivered = tokio::time::timeout(DELIVERY_TIMEOUT, delivery)
             .await
-            .with_context(|| {
-                format!("no acknowledgement for {asset_id} within {DELIVERY_TIMEOUT:?}: is the broker up?")
-            })?
-            .with_context(|| format!("registration of {asset_id} cancelled"))?
+            .with_context(|| format!("no acknowledgement for {key} within {DELIVERY_TIMEOUT:?}: is the broker up?"))?
+            .with_context(|| format!("the event of {key} was cancelled"))?
             .map_err(|(error, _)| error)
-            .with_context(|| format!("publishing the registration of {asset_id}"))?;
-        registered.push(Registered { asset_id, partition: delivered.partition, offset: delivered.offset });
+            .with_context(|| format!("publishing the event of {key} to {topic}"))?;
+        landed.push((key, delivered.partition, delivered.offset));
     }
-    Ok(registered)
+    Ok(landed)
 }
 
 /// One line per asset; partition and offset once published.

@@ -28,6 +28,7 @@ mod publish;
 mod query;
 mod scenario;
 mod simulate;
+mod technicians;
 mod train;
 mod trainer;
 
@@ -54,6 +55,11 @@ enum Command {
     Assets {
         #[command(subcommand)]
         action: AssetsAction,
+    },
+    /// The technician roster (sm.technicians.v1).
+    Technicians {
+        #[command(subcommand)]
+        action: TechniciansAction,
     },
     /// API keys (gRPC KeyService; admins), and `generate` for a bootstrap key.
     Keys {
@@ -118,6 +124,12 @@ enum AssetsAction {
 }
 
 #[derive(Subcommand)]
+enum TechniciansAction {
+    /// Registers every technician of a roster file: one TechnicianRegistered each, keyed by id.
+    Apply(technicians::ApplyArgs),
+}
+
+#[derive(Subcommand)]
 enum TopicsAction {
     /// Creates every platform topic that does not exist (partitions: SM_KAFKA__TOPIC_PARTITIONS).
     Create,
@@ -179,6 +191,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Assets { action: AssetsAction::Apply(args) } => assets::apply(&config.kafka, args).await,
+        Command::Technicians { action: TechniciansAction::Apply(args) } => {
+            technicians::apply(&config.kafka, args).await
+        }
         Command::Keys { action } => keys::run(action).await,
         Command::Readings(args) => query::readings(args).await,
         Command::Latest(args) => query::latest(args).await,
