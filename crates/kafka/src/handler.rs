@@ -217,7 +217,7 @@ impl Outputs {
         cause: Option<&EnvelopeHeader>,
         producer: &str,
         codec: &Codec,
-    ) -> Result<Vec<(&'static str, String, Vec<u8>)>, CodecError> {
+    ) -> Result<Vec<EncodedOutput>, CodecError> {
         self.items
             .iter()
             .map(|(topic, pending)| pending.encode(cause, producer, codec).map(|(key, bytes)| (*topic, key.0, bytes)))
@@ -228,6 +228,9 @@ impl Outputs {
         self.items.is_empty()
     }
 }
+
+/// An output as written: topic, key, bytes.
+pub type EncodedOutput = (&'static str, String, Vec<u8>);
 
 /// A payload waiting for its envelope; erases the event type so one output list can hold
 /// several.

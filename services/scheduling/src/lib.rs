@@ -373,8 +373,7 @@ impl SchedulingAgent {
         self.site_mut(key, &tenant, site, partition);
         let asset = input.header.asset_id.0.clone();
         // The intake's event is caused by the prediction: the evidence names the prediction.
-        let prediction_id =
-            input.header.causation_id.clone().unwrap_or_else(|| input.header.event_id.clone()).to_string();
+        let prediction_id = input.header.causation_id.unwrap_or(input.header.event_id).to_string();
         let open: BTreeMap<String, WorkOrder> = self
             .sites
             .get(key)
