@@ -278,12 +278,14 @@ async fn every_wearing_pump_gets_one_order_planned_into_a_qualified_shift_throug
 
     // Every approved order booked: qualified, inside a shift, no overlap, before its deadline.
     assert_eq!(bookings.len(), 3, "every approved order is planned: {bookings:?}");
-    let plan_start = Timestamp(now.0 - 24 * 3_600_000_000);
+    // A whole minute, a day back: the shifts and bookings in exact minutes from it.
+    let plan_start = Timestamp((now.0.div_euclid(60_000_000) - 24 * 60) * 60_000_000);
     for (order, (technician, start, end)) in &bookings {
         assert_ne!(technician, &roster[2].technician_id, "{order}: the fitter lacks vibration");
         let registration = roster.iter().find(|t| &t.technician_id == technician).expect("a roster technician");
         let shifts = sm_workorders::roster::technician(registration, plan_start, 16).unwrap().shifts;
         let minute = |t: Timestamp| (t.0 - plan_start.0).div_euclid(60_000_000);
+        assert_eq!((start.0 % 60_000_000, end.0 % 60_000_000), (0, 0), "{order}: bookings are on whole minutes");
         let work = sm_planner::Window { start: minute(*start), end: minute(*end) };
         assert!(shifts.iter().any(|s| s.contains(&work)), "{order} at {work:?} lies outside {technician}'s shifts");
         assert!(*end <= deadlines[order], "{order} ends after its deadline although the roster has room");

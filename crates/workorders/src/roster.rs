@@ -257,8 +257,12 @@ pub fn technician(registration: &TechnicianRegistered, start: Timestamp, days: i
             }
         }
     }
-    let leave: Vec<Window> =
-        registration.leave.iter().map(|l| Window { start: to_minute(l.start), end: to_minute(l.end) }).collect();
+    // Leave rounds outwards: a booking never overlaps a part of a minute of it.
+    let leave: Vec<Window> = registration
+        .leave
+        .iter()
+        .map(|l| Window { start: to_minute(l.start), end: -to_minute(Timestamp(2 * start.0 - l.end.0)) })
+        .collect();
     let shifts = subtract(merge(shifts), &leave);
     let utc_offset = zone.timestamp_micros(start.0).single().map(|t| {
         use chrono::Offset;

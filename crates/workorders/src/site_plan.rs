@@ -68,6 +68,9 @@ pub fn replan(
     solver: &dyn Planner,
 ) -> Replan {
     let mpm = settings.micros_per_minute.max(1);
+    // The plan starts on the next whole minute: shifts start on whole minutes, so a booking
+    // at plan minute m is never a fraction of a minute before its shift.
+    let now = Timestamp(now.0.div_euclid(mpm) * mpm + if now.0.rem_euclid(mpm) > 0 { mpm } else { 0 });
     let minute = |t: Timestamp| (t.0 - now.0).div_euclid(mpm);
     let at = |m: Minute| Timestamp(now.0 + m * mpm);
     let mut staff: Vec<_> =
