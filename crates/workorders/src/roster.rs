@@ -292,7 +292,7 @@ fn merge(mut windows: Vec<Window>) -> Vec<Window> {
 }
 
 /// `windows` less every span of `holes`.
-fn subtract(windows: Vec<Window>, holes: &[Window]) -> Vec<Window> {
+pub(crate) fn subtract(windows: Vec<Window>, holes: &[Window]) -> Vec<Window> {
     let mut out = Vec::new();
     for w in windows {
         let mut pieces = vec![w];

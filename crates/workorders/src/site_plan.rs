@@ -80,19 +80,7 @@ pub fn replan(
         let Some(booking) = &order.booking else { continue };
         if let Some(technician) = staff.iter_mut().find(|t| t.id == booking.technician_id) {
             let busy = Window { start: minute(booking.start), end: minute(booking.end).max(minute(booking.start) + 1) };
-            technician.shifts = technician
-                .shifts
-                .iter()
-                .flat_map(|s| {
-                    if !s.overlaps(&busy) {
-                        return vec![*s];
-                    }
-                    [Window { start: s.start, end: busy.start }, Window { start: busy.end, end: s.end }]
-                        .into_iter()
-                        .filter(|w| !w.is_empty())
-                        .collect()
-                })
-                .collect();
+            technician.shifts = roster::subtract(std::mem::take(&mut technician.shifts), &[busy]);
         }
     }
     let to_plan: Vec<&WorkOrder> = orders

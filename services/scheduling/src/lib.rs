@@ -293,7 +293,12 @@ impl SchedulingAgent {
         self.catalog.asset_type(asset_type).map(|t| t.approval.policy()).unwrap_or_default()
     }
 
-    fn site_mut(&mut self, key: &str, tenant: &str, site: &str, partition: i32) -> &mut SiteState {
+    /// Makes sure site `key` exists and knows its partition; touches the store (and so the
+    /// next checkpoint) only when something changed.
+    fn ensure_site(&mut self, key: &str, tenant: &str, site: &str, partition: i32) {
+        if self.sites.get(key).is_some_and(|s| s.partition == partition) {
+            return;
+        }
         let state = self.sites.get_mut_or_insert_with(key, || SiteState {
             tenant: tenant.to_owned(),
             site: site.to_owned(),
@@ -303,7 +308,6 @@ impl SchedulingAgent {
             dirty: false,
         });
         state.partition = partition;
-        state
     }
 
     /// Applies `command` to order `id` (of `tenant` at site `key`): its events or its refusal
@@ -370,18 +374,18 @@ impl SchedulingAgent {
         partition: i32,
     ) -> Outputs {
         let tenant = input.header.tenant_id.0.clone();
-        self.site_mut(key, &tenant, site, partition);
+        self.ensure_site(key, &tenant, site, partition);
         let asset = input.header.asset_id.0.clone();
         // The intake's event is caused by the prediction: the evidence names the prediction.
         let prediction_id = input.header.causation_id.unwrap_or(input.header.event_id).to_string();
         let open: BTreeMap<String, WorkOrder> = self
             .sites
             .get(key)
-            .map(|s| s.open.iter().filter_map(|id| self.orders.get(id)).map(|e| e.order.clone()).collect::<Vec<_>>())
-            .unwrap_or_default()
             .into_iter()
-            .filter(|o| o.asset_id == asset)
-            .map(|o| (o.failure_mode.clone(), o))
+            .flat_map(|s| s.open.iter())
+            .filter_map(|id| self.orders.get(id))
+            .filter(|e| e.order.asset_id == asset)
+            .map(|e| (e.order.failure_mode.clone(), e.order.clone()))
             .collect();
         let live = LivePrediction {
             event_id: &prediction_id,
@@ -407,7 +411,7 @@ impl SchedulingAgent {
         partition: i32,
     ) -> Outputs {
         let tenant = input.header.tenant_id.0.clone();
-        self.site_mut(key, &tenant, &command.site, partition);
+        self.ensure_site(key, &tenant, &command.site, partition);
         let mut outputs = Outputs::none();
         let id = command.work_order_id.clone();
         let now = input.header.occurred_at;
